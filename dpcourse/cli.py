@@ -1,0 +1,126 @@
+"""The ``dpcourse`` command: doctor, lab, bench, demo, release, grade."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from dpcourse.env import doctor
+
+    print(doctor())
+    return 0
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    """Start JupyterLab on the lessons folder (as root it needs --allow-root)."""
+    root = Path(__file__).resolve().parent.parent
+    lessons = root / "lessons" if (root / "lessons").is_dir() else Path.cwd()
+    cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={lessons}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    cmd += args.jupyter_args
+    print("starting:", " ".join(cmd), flush=True)
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from dpcourse import bench
+
+    return bench.main(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from dpcourse import demo
+
+    return demo.main(args)
+
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    from dpcourse.grading import release
+
+    return release.main(args)
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from dpcourse.grading import grade
+
+    return grade.main(args)
+
+
+def _sizes(text: str) -> list[int]:
+    from dpcourse.bench import parse_sizes
+
+    return parse_sizes(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dpcourse", description="A hands-on course on data-parallel training.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("doctor", help="what this machine offers and what to expect")
+    p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("lab", help="start JupyterLab on lessons/")
+    p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
+    p.set_defaults(func=_cmd_lab)
+
+    p = sub.add_parser("bench", help="benchmarks that print numbers and ratios measured side by side")
+    bsub = p.add_subparsers(dest="bench", required=True)
+    b = bsub.add_parser("launch", help="overhead of dpcourse.launch against torchrun")
+    b.add_argument("--world-size", type=int, default=2)
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--torchrun", action="store_true", help="also time torchrun (several seconds a run)")
+    b = bsub.add_parser("allreduce", help="naive vs ring vs torch all_reduce")
+    b.add_argument("--world-size", type=int, default=2)
+    b.add_argument("--sizes", type=_sizes, default="1KB,1MB,16MB,64MB")
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--json", type=Path)
+    b.add_argument("--plot", type=Path)
+    b = bsub.add_parser("ddp", help="single process vs hand-written DDP vs torch DDP")
+    b.add_argument("--world-size", type=int, default=2)
+    b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--json", type=Path)
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("demo", help="live scaling demo: throughput, speedup and efficiency as workers are added")
+    p.add_argument("--workers", default="1,2", help="comma-separated world sizes")
+    p.add_argument("--model", default="small", help="model size: tiny, small, medium, large")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--algorithm", default="ddp", help="ddp, bucketed or naive")
+    p.add_argument("--backend", default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--out", type=Path, default=Path("demo-out"))
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("release", help="regenerate exercises/ from solutions/")
+    p.add_argument("--solutions", type=Path, default=Path("solutions"))
+    p.add_argument("--exercises", type=Path, default=Path("exercises"))
+    p.add_argument("--check", action="store_true", help="only report exercises that differ; exit 1 if any")
+    p.set_defaults(func=_cmd_release)
+
+    p = sub.add_parser("grade", help="grade submitted exercise notebooks")
+    p.add_argument("submissions", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, default=Path("grading-out"))
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per test")
+    p.add_argument("--memory-mb", type=int, default=4096, help="memory limit per test process")
+    p.add_argument("--jobs", type=int, default=1, help="tests run at once")
+    p.set_defaults(func=_cmd_grade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,563 @@
+"""Run a function on several worker processes, each a rank of a process group, from a notebook cell.
+
+    >>> def hello():
+    ...     import torch.distributed as dist
+    ...     return dist.get_rank()
+    >>> launch(hello, 2)
+    [0, 1]
+
+How it works, in one paragraph: the parent (your notebook kernel) opens a TCPStore on a free port
+chosen by the operating system, then forks one child per rank. Each child points its stdout and
+stderr at a pipe, joins the process group through the store, runs ``fn(*args)`` and sends back
+its result (or its traceback) through a second pipe. The parent prints every child's output with
+a ``[rank r]`` prefix, and kills the whole group on the first error, on ``timeout`` or on
+interrupt. After CUDA has been used in the parent, forking is unsafe, so the children are started
+fresh and ``fn`` travels pickled by value (cloudpickle) instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import faulthandler
+import io
+import os
+import pickle
+import selectors
+import signal
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["launch", "LaunchError", "WorkerError", "LaunchTimeout", "rank", "world_size", "device"]
+
+_HEADER = struct.Struct("!cQ")  # kind (b"r" result, b"e" error), payload length
+_DEVICE: str = "cpu"
+
+
+class LaunchError(RuntimeError):
+    """A launch that could not finish: a worker failed, hung or died."""
+
+
+class WorkerError(LaunchError):
+    """A worker raised an exception. ``rank`` says which; ``worker_traceback`` holds its traceback."""
+
+    def __init__(self, message: str, rank: int, worker_traceback: str):
+        super().__init__(message)
+        self.rank = rank
+        self.worker_traceback = worker_traceback
+
+
+class LaunchTimeout(LaunchError):
+    """Workers were still running when the launch's timeout ran out. ``ranks`` lists them."""
+
+    def __init__(self, message: str, ranks: list[int]):
+        super().__init__(message)
+        self.ranks = ranks
+
+
+# --------------------------------------------------------------------------- helpers for workers
+
+def rank() -> int:
+    """This process's rank (0 outside a process group)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """Number of ranks in the default group (1 outside a process group)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def device() -> "torch.device":  # noqa: F821
+    """The device this rank computes on: ``cuda:<local rank>`` under NCCL, else ``cpu``."""
+    import torch
+
+    return torch.device(_DEVICE)
+
+
+# --------------------------------------------------------------------------- the parent side
+
+@dataclass
+class _Worker:
+    rank: int
+    pid: int
+    out_fd: int
+    err_fd: int
+    result_fd: int
+    ack_fd: int
+    proc: subprocess.Popen | None = None
+    result: bytes = b""
+    done: bool = False
+    exit_status: int | None = None
+    partial: dict = field(default_factory=lambda: {"out": b"", "err": b""})
+
+
+def _choose_backend(backend: str | None, world_size: int) -> str:
+    import torch
+    import torch.distributed as dist
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if backend is None:
+        backend = "nccl" if gpus >= world_size and dist.is_nccl_available() else "gloo"
+    backend = backend.lower()
+    if backend == "nccl":
+        if not dist.is_nccl_available() or gpus == 0:
+            raise LaunchError("backend 'nccl' needs CUDA GPUs and none were found: use backend='gloo'.")
+        if world_size > gpus:
+            raise LaunchError(
+                f"backend 'nccl' needs one GPU per rank: world_size={world_size} but only {gpus} GPU(s) "
+                "found; use backend='gloo' or a smaller world_size."
+            )
+    elif backend == "gloo":
+        if not dist.is_gloo_available():
+            raise LaunchError("this torch build has no gloo backend; install a standard torch build.")
+    elif backend != "mpi":
+        raise LaunchError(f"unknown backend {backend!r}: use 'gloo' or 'nccl' (or None to choose).")
+    return backend
+
+
+def _validate(fn: Any, world_size: Any, timeout: Any) -> None:
+    if not callable(fn):
+        raise TypeError(f"launch() needs a function to run, got {type(fn).__name__}: pass fn, not fn().")
+    if isinstance(world_size, bool) or not isinstance(world_size, int):
+        raise TypeError(f"world_size must be a whole number, got {world_size!r}.")
+    if world_size < 1:
+        raise ValueError(f"world_size must be at least 1, got {world_size}.")
+    cap = max(64, 8 * (os.cpu_count() or 1))
+    if world_size > cap:
+        raise ValueError(f"world_size={world_size} is more processes than this machine can host; use at most {cap}.")
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
+
+
+def launch(
+    fn: Callable[..., Any],
+    world_size: int,
+    *args: Any,
+    timeout: float = 60.0,
+    backend: str | None = None,
+    threads: int = 1,
+    env: dict[str, str] | None = None,
+    start_method: str = "auto",
+) -> list[Any]:
+    """Run ``fn(*args)`` on ``world_size`` workers and return their results in rank order.
+
+    Each worker starts with the default process group initialised (``nccl`` when there are at least
+    ``world_size`` GPUs, else ``gloo``) and its device chosen (see :func:`device`). Output is
+    printed with a ``[rank r]`` prefix. The first worker to raise stops all of them and the launch
+    raises :class:`WorkerError` with that rank's traceback; workers still running after ``timeout``
+    seconds are stopped and :class:`LaunchTimeout` names them. ``threads`` sets torch's intra-op
+    threads per worker; ``env`` adds environment variables for the workers. ``start_method`` is
+    ``"fork"`` (fast; the default), ``"spawn"`` (fresh interpreters, ``fn`` pickled by value; the
+    default once CUDA is initialised here, where forking would break CUDA in the workers) or
+    ``"auto"``.
+    """
+    _validate(fn, world_size, timeout)
+    backend = _choose_backend(backend, world_size)
+
+    import torch
+    import torch.distributed as dist
+
+    # The store lives in this process: the OS picks a free port and keeps it ours, so launches
+    # running at the same moment (two notebooks, parallel tests) never collide.
+    store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False,
+                          timeout=datetime.timedelta(seconds=timeout))
+    if start_method not in ("auto", "fork", "spawn"):
+        raise ValueError(f"start_method must be 'auto', 'fork' or 'spawn', got {start_method!r}.")
+    if start_method == "fork" and torch.cuda.is_initialized():
+        raise LaunchError("CUDA is initialised in this process, and forked workers cannot use it: "
+                          "use start_method='auto' (or 'spawn').")
+    use_spawn = start_method == "spawn" or (start_method == "auto" and torch.cuda.is_initialized())
+    config = dict(world_size=world_size, backend=backend, port=store.port, timeout=timeout,
+                  threads=threads, env=dict(env or {}))
+    workers: list[_Worker] = []
+    try:
+        for r in range(world_size):
+            workers.append(_start_spawned(fn, args, r, config) if use_spawn else _start_forked(fn, args, r, config))
+        return _supervise(workers, timeout)
+    finally:
+        _kill_all(workers)
+        del store
+
+
+def _start_forked(fn: Callable, args: tuple, r: int, config: dict) -> _Worker:
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    res_r, res_w = os.pipe()
+    ack_r, ack_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        try:
+            for fd in (out_r, err_r, res_r, ack_w):
+                os.close(fd)
+            _worker_main(fn, args, r, config, out_w, err_w, res_w, ack_r)
+        finally:
+            os._exit(70)
+    for fd in (out_w, err_w, res_w, ack_r):
+        os.close(fd)
+    return _Worker(r, pid, out_r, err_r, res_r, ack_w)
+
+
+def _start_spawned(fn: Callable, args: tuple, r: int, config: dict) -> _Worker:
+    try:
+        import cloudpickle
+    except ImportError as exc:  # pragma: no cover - cloudpickle is a dependency
+        raise LaunchError("CUDA is already in use in this kernel, and starting fresh workers needs "
+                          "cloudpickle: pip install cloudpickle, or restart the kernel and launch first.") from exc
+    try:
+        payload = cloudpickle.dumps((fn, args, r, config))
+    except Exception as exc:
+        raise LaunchError(f"could not send fn and its arguments to fresh workers ({exc}); "
+                          "restart the kernel and launch before using CUDA in this notebook.") from None
+    res_r, res_w = os.pipe()
+    ack_r, ack_w = os.pipe()
+    code = "import sys; from dpcourse.launch import _spawned_main; _spawned_main(int(sys.argv[1]), int(sys.argv[2]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(res_w), str(ack_r)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        pass_fds=(res_w, ack_r), start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    os.close(res_w)
+    os.close(ack_r)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(payload)
+    proc.stdin.close()
+    return _Worker(r, proc.pid, os.dup(proc.stdout.fileno()), os.dup(proc.stderr.fileno()), res_r, ack_w, proc=proc)
+
+
+def _supervise(workers: list[_Worker], timeout: float) -> list[Any]:
+    sel = selectors.DefaultSelector()
+    for w in workers:
+        for fd, kind in ((w.out_fd, "out"), (w.err_fd, "err"), (w.result_fd, "res")):
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ, (w, kind))
+    deadline = time.monotonic() + timeout
+    open_fds = 3 * len(workers)
+    try:
+        while any(not w.done for w in workers):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                _raise_timeout(workers, sel, timeout)
+            for key, _ in sel.select(timeout=min(left, 0.2)):
+                w, kind = key.data
+                try:
+                    chunk = os.read(key.fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if chunk:
+                    if kind == "res":
+                        w.result += chunk
+                    else:
+                        _emit(w, kind, chunk)
+                    continue
+                sel.unregister(key.fd)
+                open_fds -= 1
+                if kind == "res":
+                    w.done = True
+                    _check_result(w, workers)
+                else:
+                    _emit(w, kind, b"", final=True)
+            for w in workers:  # a worker that died without closing its pipes cleanly
+                if not w.done and _exited(w):
+                    _drain(w, sel)
+                    w.done = True
+                    _check_result(w, workers)
+        for w in workers:  # everyone has answered: let them go, and pick up their last output
+            _release(w)
+        _drain_all(workers, sel, 0.5)
+        return [_decode(w)[1] for w in workers]
+    finally:
+        sel.close()
+
+
+def _emit(w: _Worker, kind: str, chunk: bytes, final: bool = False) -> None:
+    """Print a worker's output line by line, each line prefixed with its rank."""
+    lines = (w.partial[kind] + chunk).split(b"\n")
+    w.partial[kind] = lines.pop()  # an unfinished last line waits for the rest
+    if final and w.partial[kind]:
+        lines.append(w.partial[kind])
+        w.partial[kind] = b""
+    if lines:
+        stream = sys.stdout if kind == "out" else sys.stderr
+        stream.write("".join(f"[rank {w.rank}] {line.decode(errors='replace')}\n" for line in lines))
+        stream.flush()
+
+
+def _exited(w: _Worker) -> bool:
+    if w.exit_status is not None:
+        return True
+    try:
+        pid, status = os.waitpid(w.pid, os.WNOHANG)
+    except ChildProcessError:
+        w.exit_status = 0
+        return True
+    if pid == 0:
+        return False
+    w.exit_status = status
+    if w.proc is not None:
+        w.proc.returncode = os.waitstatus_to_exitcode(status)
+    return True
+
+
+def _drain(w: _Worker, sel: selectors.BaseSelector, seconds: float = 0.3) -> None:
+    """Read what a finished worker left in its pipes."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        fds = [w.out_fd, w.err_fd, w.result_fd]
+        live = [k for k in sel.get_map().values() if k.fd in fds]
+        if not live:
+            return
+        for key, _ in sel.select(timeout=0.05):
+            ww, kind = key.data
+            if ww is not w:
+                continue
+            try:
+                chunk = os.read(key.fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if chunk:
+                if kind == "res":
+                    w.result += chunk
+                else:
+                    _emit(w, kind, chunk)
+            else:
+                sel.unregister(key.fd)
+                if kind != "res":
+                    _emit(w, kind, b"", final=True)
+
+
+def _drain_all(workers: list[_Worker], sel: selectors.BaseSelector, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while sel.get_map() and time.monotonic() < end:
+        for key, _ in sel.select(timeout=0.05):
+            w, kind = key.data
+            try:
+                chunk = os.read(key.fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if chunk:
+                if kind != "res":
+                    _emit(w, kind, chunk)
+            else:
+                sel.unregister(key.fd)
+                if kind != "res":
+                    _emit(w, kind, b"", final=True)
+
+
+def _decode(w: _Worker) -> tuple[str, Any]:
+    if len(w.result) < _HEADER.size:
+        return "died", None
+    kind, n = _HEADER.unpack_from(w.result)
+    body = w.result[_HEADER.size:_HEADER.size + n]
+    if len(body) < n:
+        return "died", None
+    if kind == b"e":
+        return "error", pickle.loads(body)
+    return "ok", pickle.loads(body)
+
+
+def _check_result(w: _Worker, workers: list[_Worker]) -> None:
+    status, value = _decode(w)
+    if status == "ok":
+        return
+    _kill_all(workers)
+    if status == "error":
+        exc_type, message, tb = value
+        first = message.strip().splitlines()[0] if message.strip() else ""
+        text = f"rank {w.rank} raised {exc_type}: {first}"
+        if tb:
+            text += f"\n\n--- traceback of rank {w.rank} ---\n{tb.rstrip()}"
+        raise WorkerError(text, w.rank, tb) from None
+    end = time.monotonic() + 2.0
+    while not _exited(w) and time.monotonic() < end:
+        time.sleep(0.01)
+    how = _describe_exit(w.exit_status)
+    raise LaunchError(f"rank {w.rank} died without returning ({how}); the other ranks were stopped.") from None
+
+
+def _describe_exit(status: int | None) -> str:
+    if status is None:
+        return "no exit status"
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " - often out of memory" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exit code {code}"
+
+
+def _raise_timeout(workers: list[_Worker], sel: selectors.BaseSelector, timeout: float) -> None:
+    running = [w for w in workers if not w.done]
+    for w in running:  # ask each hung worker where it is stuck (faulthandler prints its stack)
+        try:
+            os.kill(w.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            pass
+    _drain_all(running, sel, 0.5)
+    _kill_all(workers)
+    ranks = [w.rank for w in running]
+    raise LaunchTimeout(
+        f"timed out after {timeout:g} s: rank(s) {ranks} still running (stacks printed above). "
+        "Often a deadlock: ranks calling collectives in a different order, or a recv with no matching send.",
+        ranks,
+    ) from None
+
+
+def _release(w: _Worker) -> None:
+    try:
+        os.close(w.ack_fd)
+    except OSError:
+        pass
+    w.ack_fd = -1
+
+
+def _kill_all(workers: list[_Worker]) -> None:
+    """Stop every worker and everything it started, and reap them. Safe to call twice."""
+    end = time.monotonic() + 1.0
+    for w in workers:  # released workers exit on their own within moments
+        while w.exit_status is None and w.ack_fd == -1 and time.monotonic() < end:
+            if not _exited(w):
+                time.sleep(0.005)
+    for w in workers:
+        if w.exit_status is None:
+            try:
+                os.killpg(w.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                os.kill(w.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                _, status = os.waitpid(w.pid, 0)
+                w.exit_status = status
+            except ChildProcessError:
+                w.exit_status = 0
+        if w.proc is not None:
+            w.proc.returncode = w.proc.returncode if w.proc.returncode is not None else -9
+            for stream in (w.proc.stdout, w.proc.stderr):
+                if stream:
+                    stream.close()
+        for attr in ("out_fd", "err_fd", "result_fd", "ack_fd"):
+            fd = getattr(w, attr)
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                setattr(w, attr, -1)
+
+
+# --------------------------------------------------------------------------- the worker side
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies, so no worker outlives the kernel."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _send(res_fd: int, kind: bytes, body: bytes) -> None:
+    view = memoryview(_HEADER.pack(kind, len(body)) + body)
+    while view:
+        view = view[os.write(res_fd, view):]
+    os.close(res_fd)
+
+
+def _run(fn: Callable, args: tuple, r: int, config: dict, res_fd: int, ack_fd: int) -> None:
+    global _DEVICE
+    os.environ.update(config["env"])
+    os.environ.update(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(config["world_size"]),
+                      LOCAL_WORLD_SIZE=str(config["world_size"]),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(config["port"]),
+                      OMP_NUM_THREADS=str(config["threads"]))
+    faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=False)
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(config["threads"])  # first thing after a fork: OpenMP is not fork-safe
+    try:
+        timeout = datetime.timedelta(seconds=config["timeout"] + 30)  # the launcher's clock goes first
+        store = dist.TCPStore("127.0.0.1", config["port"], config["world_size"], is_master=False, timeout=timeout)
+        if config["backend"] == "nccl":
+            torch.cuda.set_device(r)
+            _DEVICE = f"cuda:{r}"
+        dist.init_process_group(config["backend"], store=store, rank=r, world_size=config["world_size"],
+                                timeout=timeout)
+        result = fn(*args)
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt in a worker are failures too
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # the traceback starts at fn: the launcher's own frame is noise to a learner
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
+        _send(res_fd, b"e", pickle.dumps((type(exc).__name__, str(exc), tb)))
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if isinstance(result, torch.Tensor) and result.device.type != "cpu":
+        result = result.cpu()
+    try:
+        body = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        msg = (f"the return value of rank {r} ({type(result).__name__}) cannot be sent back: {exc}. "
+               "Return plain Python values, numpy arrays or CPU tensors.")
+        _send(res_fd, b"e", pickle.dumps(("ValueError", msg, "")))
+    else:
+        _send(res_fd, b"r", body)
+    os.read(ack_fd, 1)  # wait until every rank has answered, so no peer loses a message in flight
+
+
+def _redirect(out_fd: int, err_fd: int) -> None:
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    os.close(out_fd)
+    os.close(err_fd)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+    sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
+
+
+def _worker_main(fn: Callable, args: tuple, r: int, config: dict, out_fd: int, err_fd: int,
+                 res_fd: int, ack_fd: int) -> None:
+    os.setpgid(0, 0)  # our own process group: the parent can kill us and anything we start
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _redirect(out_fd, err_fd)
+    try:
+        _run(fn, args, r, config, res_fd, ack_fd)
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(0)
+
+
+def _spawned_main(res_fd: int, ack_fd: int) -> None:
+    """Entry point of a worker started fresh (used once CUDA is initialised in the parent)."""
+    _die_with_parent()
+    fn, args, r, config = pickle.loads(sys.stdin.buffer.read())
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+    sys.__stderr__ = sys.stderr
+    try:
+        _run(fn, args, r, config, res_fd, ack_fd)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
