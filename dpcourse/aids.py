@@ -1,42 +1,85 @@
-"""Learning aids at the end of every lesson: a three-level summary, key terms, a quiz, a mnemonic.
+"""Learning aids at the end of every lesson: a three-level summary, key terms, flashcards, a quiz, a mnemonic.
 
 Each lesson's content lives in ``dpcourse/aids_content/lessonNN.py`` as plain data:
 
     TITLE = "Lesson 01 - one device"
     SUMMARY = {"Basic": "...", "Medium": "...", "Detailed": "..."}   # markdown strings
-    TERMS = {"throughput": "samples processed per second", ...}     # term -> one-line definition
+    TERMS = {"throughput": "samples processed per second", ...}     # term -> one-line definition (>= 4)
     QUIZ = [{"q": "...", "choices": ["...", "..."], "answer": 0, "why": "..."}, ...]  # 3-5 questions
     MNEMONIC = "..."                                                  # a line or a small picture
 
-``lesson_aids("01")`` shows them all. (This version renders static markdown; interactive widgets
-with the same content and a static fallback come with the learning-aids work.)
+``lesson_aids("01")`` shows them. In a live notebook (JupyterLab, Notebook, VS Code) that is a set of
+widgets: the summary behind Basic/Medium/Detailed toggle buttons, flashcards over the key terms, a
+quiz that answers at once, and the mnemonic. Where widgets cannot run (headless execution, nbval,
+plain IPython) it is static markdown; the widget display carries the same markdown as well, so an
+exported HTML page shows the text. Widgets keep no state in the saved notebook.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
+from typing import Any
 
-__all__ = ["load", "lesson_aids", "as_markdown"]
+__all__ = ["load", "validate", "lesson_aids", "as_markdown", "build_widget", "check_answer", "widgets_live"]
+
+LEVELS = ("Basic", "Medium", "Detailed")
+_HEADLESS_PARENTS = ("pytest", "nbval", "nbconvert", "nbclient", "papermill", "tools/nb.py", "py.test")
 
 
 def load(lesson: str) -> ModuleType:
     """The content module of ``lesson`` (``"01"``), checked for the fields every lesson has."""
+    lesson = str(lesson).zfill(2)
     try:
         module = importlib.import_module(f"dpcourse.aids_content.lesson{lesson}")
     except ModuleNotFoundError:
         raise ValueError(f"no learning aids for lesson {lesson!r}: expected dpcourse/aids_content/lesson{lesson}.py") from None
-    for name in ("TITLE", "SUMMARY", "TERMS", "QUIZ", "MNEMONIC"):
-        if not hasattr(module, name):
-            raise ValueError(f"dpcourse/aids_content/lesson{lesson}.py lacks {name}.")
+    problems = validate(module)
+    if problems:
+        raise ValueError(f"dpcourse/aids_content/lesson{lesson}.py: {problems[0]}")
     return module
+
+
+def validate(content: Any) -> list[str]:
+    """Everything wrong with a content module (empty when it is well formed)."""
+    problems = []
+    for name in ("TITLE", "SUMMARY", "TERMS", "QUIZ", "MNEMONIC"):
+        if not hasattr(content, name):
+            problems.append(f"lacks {name}.")
+    if problems:
+        return problems
+    if not isinstance(content.TITLE, str) or not content.TITLE.strip():
+        problems.append("TITLE must be a non-empty string.")
+    if not isinstance(content.SUMMARY, dict) or set(content.SUMMARY) != set(LEVELS):
+        problems.append(f"SUMMARY must have exactly the levels {', '.join(LEVELS)}.")
+    elif not all(isinstance(v, str) and v.strip() for v in content.SUMMARY.values()):
+        problems.append("every SUMMARY level needs some text.")
+    if not isinstance(content.TERMS, dict) or len(content.TERMS) < 4:
+        problems.append("TERMS needs at least 4 terms, each mapped to a definition.")
+    elif not all(isinstance(k, str) and isinstance(v, str) and k.strip() and v.strip() for k, v in content.TERMS.items()):
+        problems.append("every TERMS entry maps a term to a non-empty definition.")
+    if not isinstance(content.QUIZ, list) or not 3 <= len(content.QUIZ) <= 5:
+        problems.append("QUIZ needs 3 to 5 questions.")
+    else:
+        for i, q in enumerate(content.QUIZ, 1):
+            if not isinstance(q, dict) or not {"q", "choices", "answer", "why"} <= set(q):
+                problems.append(f"QUIZ question {i} needs the keys q, choices, answer and why.")
+                continue
+            if not isinstance(q["choices"], list) or len(q["choices"]) < 2:
+                problems.append(f"QUIZ question {i} needs at least 2 choices.")
+            elif not isinstance(q["answer"], int) or not 0 <= q["answer"] < len(q["choices"]):
+                problems.append(f"QUIZ question {i}: answer must index one of its {len(q['choices'])} choices.")
+    if not isinstance(content.MNEMONIC, str) or not content.MNEMONIC.strip():
+        problems.append("MNEMONIC must be a non-empty string.")
+    return problems
 
 
 def as_markdown(lesson: str) -> str:
     """All the aids of ``lesson`` as one markdown document (answers folded away)."""
     c = load(lesson)
     parts = [f"## Summary: {c.TITLE}"]
-    for level in ("Basic", "Medium", "Detailed"):
+    for level in LEVELS:
         parts.append(f"**{level}.** {c.SUMMARY[level]}")
     parts.append("### Key terms")
     parts += [f"- **{term}**: {definition}" for term, definition in c.TERMS.items()]
@@ -49,8 +92,186 @@ def as_markdown(lesson: str) -> str:
     return "\n\n".join(parts)
 
 
-def lesson_aids(lesson: str) -> None:
-    """Display the summary, key terms, quiz and mnemonic of ``lesson`` in the notebook."""
-    from IPython.display import Markdown, display
+def check_answer(question: dict, choice: int) -> tuple[bool, str]:
+    """Whether ``choice`` (an index) answers ``question``, and the feedback a learner sees."""
+    right = choice == question["answer"]
+    if right:
+        return True, f"Right. {question['why']}"
+    return False, "Not quite: think again, or pick another answer to see why it is right."
 
-    display(Markdown(as_markdown(lesson)))
+
+# --------------------------------------------------------------------------- widgets
+
+def widgets_live() -> bool:
+    """True when this code runs in a notebook kernel with a front end that can show widgets.
+
+    ``DPCOURSE_WIDGETS=0`` or ``=1`` decides outright. Otherwise widgets need ipywidgets and a
+    Jupyter kernel, and are skipped when the kernel was started by a headless runner (pytest/nbval,
+    nbconvert, nbclient, papermill, ``tools/nb.py``), whose saved output must be plain and stable.
+    """
+    forced = os.environ.get("DPCOURSE_WIDGETS")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        return False
+    return not _started_headless()
+
+
+def _started_headless() -> bool:
+    pid = os.getppid()
+    for _ in range(3):  # the kernel's parent, grandparent, great-grandparent
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        if any(word in cmdline for word in _HEADLESS_PARENTS):
+            return True
+        if pid <= 1:
+            return False
+    return False
+
+
+def _markdown_output(text: str) -> Any:
+    """An Output widget showing ``text`` rendered as markdown."""
+    import ipywidgets as w
+    from IPython.display import Markdown
+
+    out = w.Output()
+    out.append_display_data(Markdown(text))
+    return out
+
+
+def _summary_widget(c: ModuleType) -> Any:
+    import ipywidgets as w
+
+    toggle = w.ToggleButtons(options=list(LEVELS), value="Basic", description="Depth:",
+                             tooltips=["the idea in a few lines", "the idea and how it works", "the full story"])
+    shown = w.Output()
+
+    def show(change: Any = None) -> None:
+        shown.outputs = ()
+        shown.append_display_data(_markdown_text(c.SUMMARY[toggle.value]))
+
+    toggle.observe(show, names="value")
+    show()
+    return w.VBox([toggle, shown])
+
+
+def _markdown_text(text: str) -> Any:
+    from IPython.display import Markdown
+
+    return Markdown(text)
+
+
+def _flashcards_widget(c: ModuleType) -> Any:
+    import ipywidgets as w
+
+    cards = list(c.TERMS.items())
+    state = {"i": 0, "back": False}
+    face = w.HTML(layout=w.Layout(border="1px solid #888", padding="16px", min_height="90px", width="95%"))
+    counter = w.Label()
+    flip, prev, nxt = w.Button(description="Flip"), w.Button(description="< Previous"), w.Button(description="Next >")
+
+    def render() -> None:
+        term, definition = cards[state["i"]]
+        face.value = (f"<div style='font-size:1.1em'>{_escape(definition)}</div>" if state["back"]
+                      else f"<div style='font-size:1.4em'><b>{_escape(term)}</b></div><i>(say the definition, then flip)</i>")
+        counter.value = f"card {state['i'] + 1} of {len(cards)} - {'definition' if state['back'] else 'term'}"
+
+    def on_flip(_: Any) -> None:
+        state["back"] = not state["back"]
+        render()
+
+    def on_move(step: int) -> Any:
+        def handler(_: Any) -> None:
+            state["i"] = (state["i"] + step) % len(cards)
+            state["back"] = False
+            render()
+        return handler
+
+    flip.on_click(on_flip)
+    prev.on_click(on_move(-1))
+    nxt.on_click(on_move(+1))
+    render()
+    return w.VBox([face, w.HBox([prev, flip, nxt, counter])])
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def _quiz_widget(c: ModuleType) -> Any:
+    import ipywidgets as w
+
+    score = w.HTML()
+    answered: dict[int, bool] = {}
+    rows = []
+
+    def update_score() -> None:
+        score.value = f"<b>{sum(answered.values())} of {len(c.QUIZ)} right</b> ({len(answered)} answered)"
+
+    for i, q in enumerate(c.QUIZ):
+        radio = w.RadioButtons(options=[(choice, j) for j, choice in enumerate(q["choices"])], value=None,
+                               layout=w.Layout(width="auto"))
+        feedback = w.HTML()
+
+        def on_pick(change: Any, q: dict = q, i: int = i, feedback: Any = feedback) -> None:
+            if change["new"] is None:
+                return
+            right, text = check_answer(q, change["new"])
+            answered[i] = right
+            colour = "green" if right else "firebrick"
+            feedback.value = f"<span style='color:{colour}'>{_escape(text)}</span>"
+            update_score()
+
+        radio.observe(on_pick, names="value")
+        rows.append(w.VBox([w.HTML(f"<b>{i + 1}. {_escape(q['q'])}</b>"), radio, feedback]))
+    update_score()
+    return w.VBox(rows + [score])
+
+
+def build_widget(lesson: str) -> Any:
+    """The interactive aids of ``lesson`` as one ipywidgets widget (tabs: summary, terms, cards, quiz, mnemonic)."""
+    import ipywidgets as w
+
+    c = load(lesson)
+    terms = "\n".join(f"- **{term}**: {definition}" for term, definition in c.TERMS.items())
+    tabs = w.Tab(children=[_summary_widget(c), _markdown_output(terms), _flashcards_widget(c), _quiz_widget(c),
+                           _markdown_output(c.MNEMONIC)])
+    for i, title in enumerate(("Summary", "Key terms", "Flashcards", "Quiz", "Remember it by")):
+        tabs.set_title(i, title)
+    return w.VBox([w.HTML(f"<h3>{_escape(c.TITLE)}</h3>"), tabs])
+
+
+class _Aids:
+    """Displays as the widget where a front end can render it, else as markdown (both in one bundle)."""
+
+    def __init__(self, lesson: str, widget: Any | None):
+        self.lesson, self.widget = lesson, widget
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
+        bundle = {"text/markdown": as_markdown(self.lesson), "text/plain": f"learning aids for lesson {self.lesson}"}
+        if self.widget is not None:
+            widget_bundle = self.widget._repr_mimebundle_()
+            bundle.update({k: v for k, v in widget_bundle.items() if k != "text/plain"})
+        return bundle
+
+
+def lesson_aids(lesson: str, widgets: bool | None = None) -> None:
+    """Display the aids of ``lesson``: widgets in a live notebook, markdown elsewhere (``widgets`` forces either)."""
+    from IPython.display import display
+
+    load(lesson)  # a clear error for a missing or malformed content file, before anything is shown
+    use = widgets_live() if widgets is None else widgets
+    display(_Aids(lesson, build_widget(lesson) if use else None))

@@ -87,13 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", type=Path)
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("demo", help="live scaling demo: throughput, speedup and efficiency as workers are added")
-    p.add_argument("--workers", default="1,2", help="comma-separated world sizes")
-    p.add_argument("--model", default="small", help="model size: tiny, small, medium, large")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--algorithm", default="ddp", help="ddp, bucketed or naive")
-    p.add_argument("--backend", default=None)
-    p.add_argument("--steps", type=int, default=None)
+    p = sub.add_parser("demo", help="live scaling demo: throughput, speedup and efficiency as workers are added",
+                       description="Real data-parallel training at every combination of the comma-separated "
+                                   "settings; writes demo.png and demo.csv to --out as runs finish.")
+    p.add_argument("--workers", default="1,2", help="comma-separated world sizes (default 1,2)")
+    p.add_argument("--model", default="small", help="comma-separated model sizes: tiny, small, medium, large")
+    p.add_argument("--batch-size", default="128", help="comma-separated batch sizes, per worker (weak scaling) "
+                                                      "or global (--scaling strong)")
+    p.add_argument("--algorithm", default="ddp", help="comma-separated: ddp, bucketed, naive")
+    p.add_argument("--backend", default=None, help="gloo or nccl (default: nccl with a GPU per worker, else gloo)")
+    p.add_argument("--scaling", choices=("weak", "strong"), default="weak",
+                   help="weak: --batch-size per worker; strong: --batch-size is the global batch, split over workers")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per run (default 20)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds before a run is stopped")
+    p.add_argument("--show", action="store_true", help="also show the plot in a window, updated as runs finish")
     p.add_argument("--out", type=Path, default=Path("demo-out"))
     p.set_defaults(func=_cmd_demo)
 

@@ -28,6 +28,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = ["launch", "LaunchError", "WorkerError", "LaunchTimeout", "rank", "wor
 
 _HEADER = struct.Struct("!cQ")  # kind (b"r" result, b"e" error), payload length
 _DEVICE: str = "cpu"
+_LOCK = threading.Lock()  # one launch at a time per process: forking while another thread forks is unsafe
 
 
 class LaunchError(RuntimeError):
@@ -166,26 +168,28 @@ def launch(
     import torch
     import torch.distributed as dist
 
-    # The store lives in this process: the OS picks a free port and keeps it ours, so launches
-    # running at the same moment (two notebooks, parallel tests) never collide.
-    store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False,
-                          timeout=datetime.timedelta(seconds=timeout))
     if start_method not in ("auto", "fork", "spawn"):
         raise ValueError(f"start_method must be 'auto', 'fork' or 'spawn', got {start_method!r}.")
     if start_method == "fork" and torch.cuda.is_initialized():
         raise LaunchError("CUDA is initialised in this process, and forked workers cannot use it: "
                           "use start_method='auto' (or 'spawn').")
     use_spawn = start_method == "spawn" or (start_method == "auto" and torch.cuda.is_initialized())
-    config = dict(world_size=world_size, backend=backend, port=store.port, timeout=timeout,
-                  threads=threads, env=dict(env or {}))
-    workers: list[_Worker] = []
-    try:
-        for r in range(world_size):
-            workers.append(_start_spawned(fn, args, r, config) if use_spawn else _start_forked(fn, args, r, config))
-        return _supervise(workers, timeout)
-    finally:
-        _kill_all(workers)
-        del store
+    start = _start_spawned if use_spawn else _start_forked
+    with _LOCK:
+        # The store lives in this process: the OS picks a free port and keeps it ours, so launches
+        # running at the same moment (two notebooks, parallel tests) never collide.
+        store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False,
+                              timeout=datetime.timedelta(seconds=timeout))
+        config = dict(world_size=world_size, backend=backend, port=store.port, timeout=timeout,
+                      threads=threads, env=dict(env or {}))
+        workers: list[_Worker] = []
+        try:
+            for r in range(world_size):
+                workers.append(start(fn, args, r, config))
+            return _supervise(workers, timeout)
+        finally:
+            _kill_all(workers)
+            del store
 
 
 def _start_forked(fn: Callable, args: tuple, r: int, config: dict) -> _Worker:

@@ -1,0 +1,181 @@
+"""Naive vs ring vs torch's all_reduce, measured side by side in one run.
+
+    dpcourse bench allreduce --world-size 4 --sizes 1KB,1MB,64MB --repeats 5 --json out.json --plot out.png
+
+For every size, one launch of ``world_size`` workers times the three algorithms in turn, round
+after round (so a noisy neighbour hurts all three alike), and reports the median time, algorithm
+bandwidth and bus bandwidth of each, with the ratios ring/torch and ring/naive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from dpcourse.bench import format_size, parse_sizes
+from dpcourse.costmodel import algbw, busbw, memory_bandwidth
+
+__all__ = ["main", "measure", "run_benchmark", "ALGORITHMS"]
+
+ALGORITHMS = ("naive", "ring", "torch")
+
+
+def _ops() -> dict[str, Callable]:
+    import torch.distributed as dist
+
+    from dpcourse.collectives import naive_all_reduce, ring_all_reduce
+
+    return {"naive": naive_all_reduce, "ring": ring_all_reduce, "torch": dist.all_reduce}
+
+
+def measure(nbytes: int, repeats: int = 5, algorithms: tuple[str, ...] = ALGORITHMS, warmup: int = 1) -> dict[str, list[float]]:
+    """Run inside a worker: seconds of each all-reduce of a float32 tensor of ``nbytes`` bytes.
+
+    Each round times every algorithm once, between barriers; a round's time is the slowest rank's
+    (an all-reduce is finished only when every rank has the sum). Returns ``{algorithm: [seconds]}``
+    on every rank.
+    """
+    import torch
+    import torch.distributed as dist
+
+    from dpcourse.launch import device
+
+    ops = _ops()
+    n = max(1, nbytes // 4)
+    x = torch.rand(n, dtype=torch.float32, device=device())
+    times: dict[str, list[float]] = {a: [] for a in algorithms}
+    clock = torch.zeros(1, dtype=torch.float64)
+    for round_ in range(warmup + repeats):
+        for name in algorithms:
+            x.fill_(1.0)  # keeps the values small however many rounds run
+            dist.barrier()
+            start = time.perf_counter()
+            ops[name](x)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            clock[0] = time.perf_counter() - start
+            dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+            if round_ >= warmup:
+                times[name].append(float(clock[0]))
+    for name in algorithms:  # a fast wrong answer is worth nothing: check each sum once
+        x.fill_(1.0)
+        ops[name](x)
+        if not bool((x == dist.get_world_size()).all()):
+            raise RuntimeError(f"{name} all-reduce gave a wrong sum during the benchmark")
+    return times
+
+
+def _row(nbytes: int, world_size: int, times: dict[str, list[float]]) -> dict[str, Any]:
+    row: dict[str, Any] = {"size_bytes": nbytes, "size": format_size(nbytes)}
+    for name, ts in times.items():
+        t = statistics.median(ts)
+        row[name] = {"time_s": t, "times_s": ts, "algbw_GBps": algbw(nbytes, t) / 1e9,
+                     "busbw_GBps": busbw(nbytes, t, world_size) / 1e9}
+    if "ring" in times and "torch" in times:
+        row["ring_vs_torch"] = row["ring"]["algbw_GBps"] / row["torch"]["algbw_GBps"]
+    if "ring" in times and "naive" in times:
+        row["ring_vs_naive"] = row["ring"]["algbw_GBps"] / row["naive"]["algbw_GBps"]
+    return row
+
+
+def _progress(done: int, total: int, label: str, stream=sys.stderr) -> None:
+    width = 30
+    filled = int(width * done / total) if total else width
+    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<24}")
+    if done == total:
+        stream.write("\n")
+    stream.flush()
+
+
+def run_benchmark(world_size: int, sizes: list[int], repeats: int = 5, backend: str | None = None,
+                  timeout: float = 600.0, progress: bool = True) -> dict[str, Any]:
+    """Measure all three algorithms at every size; return the JSON-ready result."""
+    from dpcourse.launch import _choose_backend, launch
+
+    if world_size < 1:
+        raise ValueError(f"--world-size must be at least 1, got {world_size}.")
+    if repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {repeats}.")
+    if not sizes or min(sizes) < 4:
+        raise ValueError("--sizes must list sizes of at least 4 bytes, e.g. 1KB,1MB,64MB.")
+    backend = _choose_backend(backend, world_size)
+    rows = []
+    for i, nbytes in enumerate(sizes):
+        if progress:
+            _progress(i, len(sizes), f"measuring {format_size(nbytes)}")
+        times = launch(measure, world_size, nbytes, repeats, timeout=timeout, backend=backend)[0]
+        rows.append(_row(nbytes, world_size, times))
+    if progress:
+        _progress(len(sizes), len(sizes), "done")
+    return {"world_size": world_size, "backend": backend, "repeats": repeats, "dtype": "float32",
+            "memory_bandwidth_GBps": memory_bandwidth(min(max(sizes), 64 << 20)) / 1e9 if max(sizes) >= 1024 else None,
+            "results": rows}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The result as a text table: median time and bandwidths per algorithm, then the ratios."""
+    n = result["world_size"]
+    lines = [f"all-reduce of float32 tensors on {n} rank(s), backend {result['backend']}, "
+             f"median of {result['repeats']} (algbw = size/time, busbw = algbw x 2(N-1)/N)",
+             f"{'size':>7} | {'algorithm':>9} | {'time':>10} | {'algbw GB/s':>10} | {'busbw GB/s':>10}"]
+    for row in result["results"]:
+        for name in ALGORITHMS:
+            if name in row:
+                r = row[name]
+                lines.append(f"{row['size']:>7} | {name:>9} | {r['time_s'] * 1e3:>7.3f} ms | "
+                             f"{r['algbw_GBps']:>10.3f} | {r['busbw_GBps']:>10.3f}")
+        ratios = [f"{k.replace('_vs_', '/')} = {row[k]:.2f}x" for k in ("ring_vs_torch", "ring_vs_naive") if k in row]
+        lines.append(f"{'':>7}   bandwidth ratios: " + ", ".join(ratios))
+    if result.get("memory_bandwidth_GBps"):
+        lines.append(f"memory copy bandwidth of this machine (the physical ceiling): "
+                     f"{result['memory_bandwidth_GBps']:.2f} GB/s")
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path | None = None):
+    """Algorithm bandwidth against size for each algorithm; saved to ``path`` if given."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sizes = [r["size_bytes"] for r in result["results"]]
+    for name, marker in zip(ALGORITHMS, "sox"):
+        ax.plot(sizes, [r[name]["algbw_GBps"] for r in result["results"]], marker=marker, label=name)
+    if result.get("memory_bandwidth_GBps"):
+        ax.axhline(result["memory_bandwidth_GBps"], ls=":", c="gray", label="memory copy")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(sizes, [format_size(s) for s in sizes])
+    ax.set_xlabel("tensor size")
+    ax.set_ylabel("algorithm bandwidth (GB/s)")
+    ax.set_title(f"all-reduce on {result['world_size']} ranks ({result['backend']})")
+    ax.legend()
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def main(args: argparse.Namespace) -> int:
+    sizes = args.sizes if isinstance(args.sizes, list) else parse_sizes(args.sizes)
+    try:
+        result = run_benchmark(args.world_size, sizes, args.repeats)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(result, Path(args.plot))
+        print(f"wrote {args.plot}")
+    return 0

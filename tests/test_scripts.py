@@ -1,0 +1,166 @@
+"""lessons/scripts/train_ddp.py under torchrun: a crash and restart, two "nodes", and the DDP math."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+import dpcourse
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "lessons" / "scripts"
+TRAIN = SCRIPTS / "train_ddp.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("train_ddp", TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_ddp"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+train_ddp = _load_script()
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _run(cmd: list[str], timeout: float = 90) -> subprocess.CompletedProcess:
+    """Run a command in its own process group; on timeout kill the whole group (no orphans)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"timed out after {timeout} s:\n{out[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+def _reference(**cfg) -> dict:
+    return dpcourse.launch(train_ddp.train, 2, cfg, timeout=60)[0]
+
+
+def test_killed_worker_restarts_from_checkpoint_and_matches_uninterrupted_run(tmp_path, no_leftover_processes):
+    cfg = dict(epochs=3, batch_size=32, double=True)
+    expected = _reference(**cfg)
+    out = tmp_path / "final.pt"
+    steps_per_epoch = expected["steps"] // cfg["epochs"]
+    crash = steps_per_epoch + steps_per_epoch // 2  # mid-way through epoch 1, after epoch 0's checkpoint
+    result = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                   "--max-restarts=1", "--monitor-interval=0.5", str(TRAIN), "--epochs", "3", "--batch-size", "32",
+                   "--double", "--checkpoint-dir", str(tmp_path / "ckpt"), "--resume", "--crash-at-step", str(crash),
+                   "--out", str(out)])
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert f"simulating a crash at step {crash}" in result.stdout
+    assert "resumed from checkpoint at epoch 1" in result.stdout, result.stdout[-3000:]
+    final = torch.load(out, weights_only=True)
+    assert final["steps"] == expected["steps"]
+    assert _max_diff(final["params"], expected["params"]) < 1e-12
+
+
+def test_two_nodes_on_localhost(tmp_path, no_leftover_processes):
+    port, run_id = _free_port(), uuid.uuid4().hex[:8]
+    outs = [tmp_path / f"node{n}.pt" for n in range(2)]
+    nodes = []
+    for n in range(2):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+               f"--node-rank={n}", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id={run_id}",
+               str(TRAIN), "--epochs", "1", "--double", "--out", str(outs[n])]
+        nodes.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                                      start_new_session=True))
+    logs = []
+    try:
+        for p in nodes:
+            logs.append(p.communicate(timeout=90)[0])
+    finally:
+        for p in nodes:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.communicate()
+    for p, log in zip(nodes, logs):
+        assert p.returncode == 0, log[-3000:]
+    assert "done:" in "".join(logs)
+    final = torch.load([o for o in outs if o.exists()][0], weights_only=True)  # written by global rank 0
+    expected = _reference(epochs=1, double=True)
+    assert _max_diff(final["params"], expected["params"]) < 1e-12
+
+
+def test_ddp_matches_one_process_with_the_global_batch():
+    """2 ranks x 32 samples is, step for step, one process with 64: the math DDP relies on."""
+    two = _reference(epochs=2, batch_size=32, double=True)
+    one = dpcourse.launch(train_ddp.train, 1, dict(epochs=2, batch_size=64, double=True), timeout=60)[0]
+    assert two["steps"] == one["steps"]
+    assert _max_diff(two["params"], one["params"]) < 1e-10
+
+
+def test_no_sync_accumulation_matches_the_bigger_batch():
+    acc = _reference(epochs=1, batch_size=16, accumulate=2, double=True)
+    big = _reference(epochs=1, batch_size=32, double=True)
+    assert acc["steps"] == big["steps"]
+    assert _max_diff(acc["params"], big["params"]) < 1e-10
+
+
+def test_sync_batchnorm_matches_one_process_and_plain_batchnorm_does_not():
+    one = dpcourse.launch(train_ddp.train, 1, dict(model="digits-bn", epochs=1, batch_size=64, double=True),
+                          timeout=60)[0]
+    synced = _reference(model="digits-bn", epochs=1, batch_size=32, double=True, sync_bn=True)
+    local = _reference(model="digits-bn", epochs=1, batch_size=32, double=True)
+    assert _max_diff(synced["params"], one["params"]) < 1e-8
+    assert _max_diff(local["params"], one["params"]) > 1e-4
+
+
+def test_uneven_inputs_finish_with_join_and_keep_ranks_in_step():
+    results = dpcourse.launch(train_ddp.train, 2, dict(epochs=1, uneven=True, double=True), timeout=60)
+    assert _max_diff(results[0]["params"], results[1]["params"]) == 0.0
+
+
+def test_bucket_options_do_not_change_the_result():
+    base = _reference(epochs=1, double=True)
+    tuned = _reference(epochs=1, double=True, bucket_cap_mb=0.01, grad_as_bucket_view=True)
+    assert _max_diff(base["params"], tuned["params"]) < 1e-12
+
+
+def test_resume_from_checkpoint_in_process(tmp_path):
+    ck = str(tmp_path / "ck")
+    full = _reference(epochs=2, double=True)
+    first = _reference(epochs=1, double=True, checkpoint_dir=ck)
+    second = _reference(epochs=2, double=True, checkpoint_dir=ck, resume=True)
+    assert first["steps"] < second["steps"] == full["steps"] and second["start_epoch"] == 1
+    assert _max_diff(second["params"], full["params"]) < 1e-12
+
+
+def test_script_without_torchrun_says_how_to_start_it():
+    env = {k: v for k, v in _env().items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.run([sys.executable, str(TRAIN), "--epochs", "1"], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode != 0
+    assert "start this script with torchrun" in proc.stderr
+
+
+def test_slurm_script_uses_torchrun_rendezvous():
+    text = (SCRIPTS / "slurm_2nodes.sbatch").read_text()
+    for needle in ("--nodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint", "srun", "train_ddp.py"):
+        assert needle in text
