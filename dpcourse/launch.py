@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import datetime
-import faulthandler
 import io
 import os
 import pickle
@@ -405,17 +404,17 @@ def _describe_exit(status: int | None) -> str:
 
 def _raise_timeout(workers: list[_Worker], sel: selectors.BaseSelector, timeout: float) -> None:
     running = [w for w in workers if not w.done]
-    for w in running:  # ask each hung worker where it is stuck (faulthandler prints its stack)
+    for w in running:  # ask each hung worker where it is stuck: its watchdog prints the stack
         try:
-            os.kill(w.pid, signal.SIGUSR1)
-        except ProcessLookupError:
+            os.write(w.ack_fd, b"s")
+        except OSError:
             pass
     _drain_all(running, sel, 0.5)
     _kill_all(workers)
     ranks = [w.rank for w in running]
     raise LaunchTimeout(
         f"timed out after {timeout:g} s: rank(s) {ranks} still running (stacks printed above). "
-        "Often a deadlock: ranks calling collectives in a different order, or a recv with no matching send.",
+        "Often a deadlock (ranks calling collectives in a different order, a recv with no matching send) or an endless loop.",
         ranks,
     ) from None
 
@@ -490,7 +489,7 @@ def _run(fn: Callable, args: tuple, r: int, config: dict, res_fd: int, ack_fd: i
                       LOCAL_WORLD_SIZE=str(config["world_size"]),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(config["port"]),
                       OMP_NUM_THREADS=str(config["threads"]))
-    faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=False)
+    released = _start_watchdog(ack_fd)
     import torch
     import torch.distributed as dist
 
@@ -523,7 +522,27 @@ def _run(fn: Callable, args: tuple, r: int, config: dict, res_fd: int, ack_fd: i
         _send(res_fd, b"e", pickle.dumps(("ValueError", msg, "")))
     else:
         _send(res_fd, b"r", body)
-    os.read(ack_fd, 1)  # wait until every rank has answered, so no peer loses a message in flight
+    released.wait()  # until every rank has answered, so no peer loses a message in flight
+
+
+def _start_watchdog(ack_fd: int) -> threading.Event:
+    """A thread that prints the main thread's stack when the parent asks (on a hang), and sets
+    the returned event when the parent lets this worker go (closes the pipe)."""
+    released = threading.Event()
+    main = threading.main_thread().ident
+
+    def watch() -> None:
+        while os.read(ack_fd, 1) == b"s":
+            frame = sys._current_frames().get(main)
+            stack = traceback.extract_stack(frame) if frame is not None else []
+            inside = [i for i, f in enumerate(stack) if f.name == "_run" and f.filename == __file__]
+            stack = [f for f in stack[inside[-1] + 1 if inside else 0:] if "c10d_logger" not in f.filename]
+            sys.stderr.write("stuck here (most recent call last):\n" + "".join(traceback.format_list(stack)))
+            sys.stderr.flush()
+        released.set()
+
+    threading.Thread(target=watch, name="dpcourse-watchdog", daemon=True).start()
+    return released
 
 
 def _redirect(out_fd: int, err_fd: int) -> None:
