@@ -6,9 +6,10 @@
     >>> launch(hello, 2)
     [0, 1]
 
-How it works, in one paragraph: the parent (your notebook kernel) opens a TCPStore on a free port
-chosen by the operating system, then forks one child per rank. Each child points its stdout and
-stderr at a pipe, joins the process group through the store, runs ``fn(*args)`` and sends back
+How it works, in one paragraph: the parent (your notebook kernel) makes a fresh temporary folder
+for the ranks to meet in (a FileStore: no port to pick, so launches never collide), then forks one
+child per rank. Each child points its stdout and stderr at a pipe, joins the process group through
+the store, runs ``fn(*args)`` and sends back
 its result (or its traceback) through a second pipe. The parent prints every child's output with
 a ``[rank r]`` prefix, and kills the whole group on the first error, on ``timeout`` or on
 interrupt. After CUDA has been used in the parent, forking is unsafe, so the children are started
@@ -23,10 +24,12 @@ import io
 import os
 import pickle
 import selectors
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -175,23 +178,23 @@ def launch(
     use_spawn = start_method == "spawn" or (start_method == "auto" and torch.cuda.is_initialized())
     start = _start_spawned if use_spawn else _start_forked
     with _LOCK:
-        # The store lives in this process: the OS picks a free port and keeps it ours, so launches
+        # The ranks meet through a file in a fresh temporary folder: no port to choose, so launches
         # running at the same moment (two notebooks, parallel tests) never collide.
-        store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False,
-                              timeout=datetime.timedelta(seconds=timeout))
-        config = dict(world_size=world_size, backend=backend, port=store.port, timeout=timeout,
-                      threads=threads, env=dict(env or {}))
+        rendezvous = tempfile.mkdtemp(prefix="dpcourse-")
+        config = dict(world_size=world_size, backend=backend, store=os.path.join(rendezvous, "store"),
+                      timeout=timeout, threads=threads, env=dict(env or {}))
         workers: list[_Worker] = []
         try:
             for r in range(world_size):
-                workers.append(start(fn, args, r, config))
+                inherited = [fd for w in workers for fd in (w.out_fd, w.err_fd, w.result_fd, w.ack_fd)]
+                workers.append(start(fn, args, r, config, inherited))
             return _supervise(workers, timeout)
         finally:
             _kill_all(workers)
-            del store
+            shutil.rmtree(rendezvous, ignore_errors=True)
 
 
-def _start_forked(fn: Callable, args: tuple, r: int, config: dict) -> _Worker:
+def _start_forked(fn: Callable, args: tuple, r: int, config: dict, inherited: list[int]) -> _Worker:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     res_r, res_w = os.pipe()
@@ -201,7 +204,7 @@ def _start_forked(fn: Callable, args: tuple, r: int, config: dict) -> _Worker:
     pid = os.fork()
     if pid == 0:  # child: never returns
         try:
-            for fd in (out_r, err_r, res_r, ack_w):
+            for fd in (out_r, err_r, res_r, ack_w, *inherited):  # other ranks' pipes are not ours
                 os.close(fd)
             _worker_main(fn, args, r, config, out_w, err_w, res_w, ack_r)
         finally:
@@ -211,7 +214,7 @@ def _start_forked(fn: Callable, args: tuple, r: int, config: dict) -> _Worker:
     return _Worker(r, pid, out_r, err_r, res_r, ack_w)
 
 
-def _start_spawned(fn: Callable, args: tuple, r: int, config: dict) -> _Worker:
+def _start_spawned(fn: Callable, args: tuple, r: int, config: dict, inherited: list[int]) -> _Worker:
     try:
         import cloudpickle
     except ImportError as exc:  # pragma: no cover - cloudpickle is a dependency
@@ -487,7 +490,6 @@ def _run(fn: Callable, args: tuple, r: int, config: dict, res_fd: int, ack_fd: i
     os.environ.update(config["env"])
     os.environ.update(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(config["world_size"]),
                       LOCAL_WORLD_SIZE=str(config["world_size"]),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(config["port"]),
                       OMP_NUM_THREADS=str(config["threads"]))
     released = _start_watchdog(ack_fd)
     import torch
@@ -496,7 +498,7 @@ def _run(fn: Callable, args: tuple, r: int, config: dict, res_fd: int, ack_fd: i
     torch.set_num_threads(config["threads"])  # first thing after a fork: OpenMP is not fork-safe
     try:
         timeout = datetime.timedelta(seconds=config["timeout"] + 30)  # the launcher's clock goes first
-        store = dist.TCPStore("127.0.0.1", config["port"], config["world_size"], is_master=False, timeout=timeout)
+        store = dist.FileStore(config["store"], config["world_size"])
         if config["backend"] == "nccl":
             torch.cuda.set_device(r)
             _DEVICE = f"cuda:{r}"
@@ -536,7 +538,7 @@ def _start_watchdog(ack_fd: int) -> threading.Event:
             frame = sys._current_frames().get(main)
             stack = traceback.extract_stack(frame) if frame is not None else []
             inside = [i for i, f in enumerate(stack) if f.name == "_run" and f.filename == __file__]
-            stack = [f for f in stack[inside[-1] + 1 if inside else 0:] if "c10d_logger" not in f.filename]
+            stack = [f for f in stack[inside[-1] if inside else 0:] if "c10d_logger" not in f.filename]
             sys.stderr.write("stuck here (most recent call last):\n" + "".join(traceback.format_list(stack)))
             sys.stderr.flush()
         released.set()
