@@ -48,6 +48,23 @@ def chunk_bounds(numel: int, parts: int) -> list[tuple[int, int]]:
     return bounds
 
 
+_BUFFERS: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _receive_buffer(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A scratch tensor of at least ``numel`` elements, kept between calls.
+
+    A fresh allocation of many megabytes costs a page fault per 4 KB page the first time it is
+    written, on every call; reusing one buffer pays that once.
+    """
+    key = (dtype, device)
+    buf = _BUFFERS.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = torch.empty(numel, dtype=dtype, device=device)
+        _BUFFERS[key] = buf
+    return buf
+
+
 def naive_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all ranks in place by gathering at rank 0 and sending the sum back."""
     rank, world = _check(tensor, "naive_all_reduce")
@@ -73,7 +90,7 @@ def ring_all_reduce(tensor: torch.Tensor, trace: list | None = None, segment_byt
     """Sum ``tensor`` over all ranks in place with the ring algorithm (reduce-scatter, all-gather).
 
     Each step sends one chunk to the right neighbour while receiving one from the left
-    (``isend``/``irecv`` posted together, so no rank waits for another to finish sending first).
+    (``irecv``/``isend`` posted together, so no rank waits for another to finish sending first).
     Chunks larger than ``segment_bytes`` travel as several messages, all posted at once, and each
     piece is added as soon as it has arrived while the next ones are still on their way.
     If ``trace`` is a list, a copy of this rank's tensor is appended after every step as
@@ -90,35 +107,46 @@ def ring_all_reduce(tensor: torch.Tensor, trace: list | None = None, segment_byt
     flat = work.view(-1)
     bounds = chunk_bounds(flat.numel(), world)
     chunks = [flat[a:b] for a, b in bounds]
-    buffer = torch.empty(max(b - a for a, b in bounds), dtype=flat.dtype, device=flat.device)
+    buffer = _receive_buffer(max(b - a for a, b in bounds), flat.dtype, flat.device)
     per_segment = max(1, segment_bytes // flat.element_size())
     right, left = (rank + 1) % world, (rank - 1) % world
 
+    pending_sends: list = []
+
     def exchange(send_index: int, recv_index: int, reduce: bool) -> None:
-        """Send chunk ``send_index`` right; receive chunk ``recv_index`` from the left (adding it if ``reduce``)."""
+        """Send chunk ``send_index`` right; receive chunk ``recv_index`` from the left (adding it if ``reduce``).
+
+        Only the receives are waited for here: a chunk that was sent is not written again in the
+        same phase, so the sends may finish in the background until the end of the phase.
+        """
         outgoing, target = chunks[send_index], chunks[recv_index]
         landing = buffer[: target.numel()] if reduce else target
-        sends = [dist.isend(outgoing[i:i + per_segment], dst=right, tag=k)
-                 for k, i in enumerate(range(0, outgoing.numel(), per_segment))]
-        recvs = [(i, dist.irecv(landing[i:i + per_segment], src=left, tag=k))
+        recvs = [(i, dist.irecv(landing[i:i + per_segment], src=left, tag=k))  # a landing place first
                  for k, i in enumerate(range(0, target.numel(), per_segment))]
+        pending_sends.extend(dist.isend(outgoing[i:i + per_segment], dst=right, tag=k)
+                             for k, i in enumerate(range(0, outgoing.numel(), per_segment)))
         for i, req in recvs:
             req.wait()
             if reduce:
                 target[i:i + per_segment].add_(landing[i:i + per_segment])
-        for req in sends:
+
+    def finish_sends() -> None:
+        for req in pending_sends:
             req.wait()
+        pending_sends.clear()
 
     # reduce-scatter: after step s, chunk (rank - s - 1) here holds the sum of s + 2 ranks' pieces
     for step in range(world - 1):
         exchange((rank - step) % world, (rank - step - 1) % world, reduce=True)
         if trace is not None:
             trace.append(("reduce-scatter", step + 1, work.detach().clone().cpu()))
+    finish_sends()  # the all-gather overwrites chunks that were sent above
     # now chunk (rank + 1) % world is complete here; pass the complete chunks round the ring
     for step in range(world - 1):
         exchange((rank + 1 - step) % world, (rank - step) % world, reduce=False)
         if trace is not None:
             trace.append(("all-gather", step + 1, work.detach().clone().cpu()))
+    finish_sends()
     if work.data_ptr() != tensor.data_ptr():
         tensor.copy_(work)
     return tensor

@@ -109,9 +109,11 @@ class BucketedDDP(nn.Module):
     """Data-parallel wrapper: gradients are averaged in buckets that are all-reduced during backward.
 
     ``bucket_mb`` is the bucket size in megabytes (``None``: one bucket for everything; a tiny value:
-    one bucket per parameter). Buckets are filled in reverse registration order, the order in which a
-    model that runs its layers in registration order produces gradients, and are all-reduced strictly
-    in bucket order so that every rank issues the same collectives in the same sequence.
+    one bucket per parameter). Like PyTorch's DDP, the first bucket is kept small (at most
+    ``first_bucket_mb``) so that communication starts as early as possible in backward. Buckets are
+    filled in reverse registration order, the order in which a model that runs its layers in
+    registration order produces gradients, and are all-reduced strictly in bucket order so that
+    every rank issues the same collectives in the same sequence.
 
     Parameters that do not require gradients are broadcast at construction and never reduced; a
     parameter shared by two layers is reduced once; a parameter that got no gradient on some rank
@@ -119,11 +121,11 @@ class BucketedDDP(nn.Module):
     (each value travels with a flag in the same all-reduce, so no extra collective is needed).
     With ``record_timeline=True`` each synchronised step appends, per bucket, the ``perf_counter``
     times when it became ``ready``, when its all-reduce ``start``-ed and when it ``end``-ed, to
-    :attr:`timeline`.
+    :attr:`timeline`. ``broadcast=False`` skips the initial broadcast (replicas known to be equal).
     """
 
-    def __init__(self, module: nn.Module, bucket_mb: float | None = 25.0, *, record_timeline: bool = False,
-                 broadcast: bool = True):
+    def __init__(self, module: nn.Module, bucket_mb: float | None = 25.0, *, first_bucket_mb: float = 1.0,
+                 record_timeline: bool = False, broadcast: bool = True):
         super().__init__()
         _require_group("BucketedDDP")
         if bucket_mb is not None and (isinstance(bucket_mb, bool) or not isinstance(bucket_mb, (int, float))
@@ -138,19 +140,22 @@ class BucketedDDP(nn.Module):
         if broadcast:
             broadcast_parameters(module)
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]  # shared ones appear once
-        self.buckets: list[Bucket] = self._make_buckets(list(reversed(named)), bucket_mb)
+        self.buckets: list[Bucket] = self._make_buckets(list(reversed(named)), bucket_mb, first_bucket_mb)
         self._where: dict[int, Bucket] = {id(p): b for b in self.buckets for p in b.params}
         self._handles = [p.register_post_accumulate_grad_hook(self._on_grad_ready)
                          for b in self.buckets for p in b.params]
         self._reset()
 
     @staticmethod
-    def _make_buckets(named: list[tuple[str, nn.Parameter]], bucket_mb: float | None) -> list[Bucket]:
+    def _make_buckets(named: list[tuple[str, nn.Parameter]], bucket_mb: float | None,
+                      first_bucket_mb: float) -> list[Bucket]:
         cap = float("inf") if bucket_mb is None else bucket_mb * 2**20
+        first_cap = min(cap, first_bucket_mb * 2**20) if bucket_mb is not None else cap
         buckets: list[Bucket] = []
         for name, p in named:
             last = buckets[-1] if buckets else None
-            fits = (last is not None and last.nbytes < cap and last.params[0].dtype == p.dtype
+            limit = first_cap if len(buckets) == 1 else cap
+            fits = (last is not None and last.nbytes < limit and last.params[0].dtype == p.dtype
                     and last.params[0].device == p.device)
             if fits:
                 last.params.append(p)

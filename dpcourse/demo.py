@@ -14,6 +14,7 @@ import argparse
 import csv
 import itertools
 import math
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 __all__ = ["Setting", "Result", "run_setting", "run_settings", "add_speedups", "plot_results", "write_csv",
-           "settings_from_args", "main", "MODELS", "ALGORITHMS", "COLUMNS"]
+           "settings_from_args", "warm_imports", "main", "MODELS", "ALGORITHMS", "COLUMNS"]
 
 MODELS = ("tiny", "small", "medium", "large")
 ALGORITHMS = ("ddp", "bucketed", "naive")
@@ -61,8 +62,6 @@ COLUMNS = [f.name for f in fields(Result)]
 
 def _train(model_name: str, per_worker_batch: int, algorithm: str, steps: int, warmup: int) -> dict:
     """Runs on every worker: a few SGD steps of data-parallel training; returns rank-local timings."""
-    import gc
-
     import torch
     import torch.distributed as dist
 
@@ -109,30 +108,40 @@ def _train(model_name: str, per_worker_batch: int, algorithm: str, steps: int, w
     if dev.type == "cuda":
         torch.cuda.synchronize()
     dist.barrier()
-    start = time.perf_counter()
-    loss = float("nan")
+    loss, step_seconds = float("nan"), []
     for i in range(steps):
+        start = time.perf_counter()
         loss = step(i)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    params = count_parameters(model)
-    del net, opt, model  # free DDP's reducer before the process group goes (see NOTES: gloo teardown)
-    gc.collect()
-    return {"seconds": seconds, "loss": loss, "parameters": params}
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        step_seconds.append(time.perf_counter() - start)
+    # No teardown here: the launcher ends each worker once every result is in, so DDP's reducer is
+    # never destroyed in a forked child (where gloo teardown can hang, see the course NOTES), and a
+    # gc.collect() over the heap forked from the parent would cost about a second.
+    return {"step_seconds": step_seconds, "loss": loss, "parameters": count_parameters(model)}
+
+
+def warm_imports() -> None:
+    """Import here, once, what DDP's constructor imports lazily (torch.distributed.tensor pulls in
+    dynamo, several seconds): forked workers then inherit it instead of each importing it again."""
+    import torch._dynamo  # noqa: F401  (DDP.__init__ touches torch._dynamo)
+    import torch.distributed.tensor.parallel.ddp  # noqa: F401
+    import torch.nn.parallel  # noqa: F401
 
 
 def run_setting(setting: Setting, steps: int = 20, warmup: int = 3, timeout: float = 120.0) -> Result:
     """Train at ``setting`` on ``setting.workers`` processes and measure throughput (global samples/s)."""
     from dpcourse.launch import launch
 
+    warm_imports()
     per_worker = setting.per_worker_batch()
     outs = launch(_train, setting.workers, setting.model, per_worker, setting.algorithm, steps, warmup,
                   timeout=timeout, backend=setting.backend)
-    seconds = max(o["seconds"] for o in outs)  # the step ends when the slowest rank ends
-    samples = per_worker * setting.workers * steps
-    return Result(**asdict(setting), parameters=outs[0]["parameters"], steps=steps, seconds=seconds,
-                  step_ms=1000 * seconds / steps, samples_per_s=samples / seconds, loss=outs[0]["loss"])
+    # A step ends when the slowest rank ends it; the median step resists a noisy neighbour's spikes.
+    per_step = [max(o["step_seconds"][i] for o in outs) for i in range(steps)]
+    step_s = statistics.median(per_step)
+    return Result(**asdict(setting), parameters=outs[0]["parameters"], steps=steps, seconds=sum(per_step),
+                  step_ms=1000 * step_s, samples_per_s=per_worker * setting.workers / step_s, loss=outs[0]["loss"])
 
 
 def _group(r: Result) -> tuple:
@@ -188,10 +197,22 @@ def plot_results(results: list[Result], fig: "matplotlib.figure.Figure | None" =
         ax.set_ylabel(unit)
         ax.set_xticks(all_workers)
         ax.grid(alpha=0.3)
-    axes[2].set_ylim(bottom=0)
+    for ax in axes:
+        ax.set_ylim(bottom=0)
     axes[1].legend(fontsize=7)
+    import os
+
+    cores = os.cpu_count() or 1
+    fig.suptitle(f"measured on {cores} CPU core(s){_gpu_note()}; speedup against the fewest-worker run, "
+                 "1 thread per worker", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _gpu_note() -> str:
+    import torch
+
+    return f" and {torch.cuda.device_count()} GPU(s)" if torch.cuda.is_available() else ""
 
 
 def write_csv(results: list[Result], path: Path) -> None:
@@ -294,6 +315,8 @@ def main(args: argparse.Namespace) -> int:
         if live:
             plt.pause(0.05)
 
+    print("preparing: importing what DDP needs, once, before the workers start...", flush=True)
+    warm_imports()
     print(_bar(0, len(settings)), flush=True)
     try:
         results = run_settings(settings, steps=steps, timeout=args.timeout if getattr(args, "timeout", None) else 120.0,

@@ -91,8 +91,8 @@ def batches(data: Data, batch_size: int, shuffle: bool = True, seed: int = 0,
             drop_last: bool = False, device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of ``(x, y)`` mini-batches, shuffled by ``seed``, moved to ``device``.
 
-    The data sit in memory, so a batch is one indexing operation (a ``DataLoader`` would build it
-    sample by sample, which costs more than the forward pass of a small model)."""
+    The data sit in memory, so a batch is one indexing operation (a ``DataLoader`` would fetch and
+    collate it sample by sample)."""
     _check_positive(batch_size=batch_size)
     x, y = _tensors(data)
     n = len(x)

@@ -61,6 +61,9 @@ def lab(tmp_path):
     settings.mkdir(parents=True)
     # render every cell (no lazy windowing), so the page holds all outputs
     (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    quiet = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    quiet.mkdir(parents=True)  # no news pop-up, no update check: the browser stays off the network
+    (quiet / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     token, port = secrets.token_hex(16), _free_port()
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")}

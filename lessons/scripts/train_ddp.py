@@ -36,6 +36,11 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from dpcourse.data import digits_split
 from dpcourse.models import build_model
 
+# Imported lazily by the optimizer and DDP constructors (several seconds). Importing them here, once,
+# lets workers forked from this process (dpcourse.launch) inherit them instead of each paying again.
+import torch._dynamo  # noqa: E402,F401
+import torch.distributed.tensor.parallel.ddp  # noqa: E402,F401
+
 __all__ = ["Config", "train", "setup", "make_model", "evaluate", "main"]
 
 
@@ -50,7 +55,8 @@ class Config:
     momentum: float = 0.9
     seed: int = 0
     accumulate: int = 1            # micro-batches per optimizer step (all but the last under no_sync)
-    uneven: bool = False           # give ranks different numbers of batches, handled with Join
+    uneven: bool = False           # give ranks different numbers of batches
+    join: bool = True              # with --uneven: wrap the loop in Join (--no-join shows why)
     sync_bn: bool = False          # convert BatchNorm layers to SyncBatchNorm
     bucket_cap_mb: float = 25.0
     grad_as_bucket_view: bool = False
@@ -96,7 +102,19 @@ def setup(backend: str | None = None, timeout_s: float = 120.0) -> None:
         backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        dist.init_process_group(backend, timeout=timeout)
+        return
+    # Under torchrun the key-value store outlives a restart. Workers of a new attempt must not read the
+    # addresses that the dead attempt's workers left there, so each attempt gets its own key prefix.
+    agent_hosts_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent_hosts_store and rank == 0, timeout=timeout)
+    dist.init_process_group(backend, store=dist.PrefixStore(f"train_ddp/attempt_{attempt}", store),
+                            rank=rank, world_size=world, timeout=timeout)
 
 
 def _device(cfg: Config) -> torch.device:
@@ -163,6 +181,8 @@ def train(cfg: Config | dict | None = None, **overrides: Any) -> dict[str, Any]:
 
     model = make_model(cfg.model, cfg.seed).to(device, dtype)
     if cfg.sync_bn:
+        if device.type != "cuda":
+            raise ValueError("--sync-bn needs CUDA devices (SyncBatchNorm has no CPU kernel): drop the flag on CPU.")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
 
@@ -193,17 +213,20 @@ def train(cfg: Config | dict | None = None, **overrides: Any) -> dict[str, Any]:
         if sampler is not None:
             sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
         total, count = torch.zeros(2, dtype=torch.float64), 0
-        with Join([ddp]) if cfg.uneven else nullcontext():
+        with Join([ddp]) if cfg.uneven and cfg.join else nullcontext():
             batches = list(loader)
             for i, (x, y) in enumerate(batches):
                 x, y = x.to(device, dtype), y.to(device)
+                group = batches[i - i % cfg.accumulate:][:cfg.accumulate]  # this optimizer step's micro-batches
                 last_micro = (i + 1) % cfg.accumulate == 0 or i + 1 == len(batches)
                 with ExitStack() as stack:
                     if not last_micro:
                         stack.enter_context(ddp.no_sync())  # keep gradients local, sync on the last micro-batch
                     with torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext():
                         loss = loss_fn(ddp(x), y)
-                    (loss / cfg.accumulate).backward()
+                    # weight each micro-batch by its share of the step's samples: the sum of the
+                    # gradients is then exactly the gradient of the mean loss over the whole step
+                    (loss * (len(y) / sum(len(b[1]) for b in group))).backward()
                 total += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
                 if last_micro:
                     opt.step()
@@ -240,7 +263,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
-            p.add_argument(flag, action="store_true")
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             p.add_argument(flag, type=kind, default=f.default)

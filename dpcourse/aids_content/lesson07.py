@@ -1,0 +1,74 @@
+"""Learning aids for lesson 07: DistributedDataParallel for real."""
+
+TITLE = "Lesson 07 - DistributedDataParallel for real"
+
+SUMMARY = {
+    "Basic": (
+        "A DDP training script runs as one process per device, started by `torchrun`. Each process wraps "
+        "the model in `DistributedDataParallel`, reads its own part of the data through a "
+        "`DistributedSampler`, and only rank 0 prints and saves checkpoints. Done right, it computes exactly "
+        "what one process would with the combined batch."
+    ),
+    "Medium": (
+        "`torchrun --standalone --nproc_per_node=N script.py` starts N copies and sets `RANK`, `LOCAL_RANK`, "
+        "`WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`. `DistributedSampler` deals one shared shuffle out to the "
+        "ranks; `set_epoch(epoch)` changes the shuffle each epoch. `Join` lets ranks with fewer batches "
+        "finish without hanging the others. `no_sync()` skips the all-reduce on all but the last "
+        "micro-batch of an accumulated step. Checkpoints hold model, optimizer state and position; rank 0 "
+        "writes, every rank loads; `torchrun --max-restarts` restarts the group after a crash and the run "
+        "resumes from the last checkpoint with the same result."
+    ),
+    "Detailed": (
+        "Every claim was checked against the math: 2 ranks x 32 equals 1 process x 64 to rounding "
+        "(float64, below 1e-10); 2 micro-batches of 16 under `no_sync` equal one of 32; tiny buckets and "
+        "`gradient_as_bucket_view` change speed and memory, never values; resume after 1 epoch equals 3 "
+        "epochs straight. `SyncBatchNorm` all-reduces each BatchNorm layer's sums so that the statistics "
+        "are the global batch's (GPU only). bf16 autocast speeds up GPU math while DDP still all-reduces "
+        "float32 gradients. Multi-node runs start one `torchrun` per node with a shared c10d rendezvous "
+        "endpoint and run id (`srun` does that on Slurm). The ladder trained one CNN four ways - one "
+        "process, hand-written DDP, DataParallel, DDP - to the same parameters, and on 2 CPU cores showed "
+        "that communication can eat the gain of the second core for a small model."
+    ),
+}
+
+TERMS = {
+    "torchrun": "PyTorch's launcher (python -m torch.distributed.run): starts workers, sets their ranks, restarts them",
+    "rendezvous": "where the launchers of a job meet to agree on ranks (c10d: a TCP store at host:port)",
+    "DistributedSampler": "gives rank r every world-th index of one shuffle shared by all ranks",
+    "set_epoch": "reseeds the sampler's shuffle for the next epoch; forget it and every epoch repeats the order",
+    "Join": "context manager that lets ranks with fewer batches shadow the others' collectives until all finish",
+    "no_sync": "DDP context in which backward accumulates gradients locally, without an all-reduce",
+    "SyncBatchNorm": "BatchNorm whose batch statistics are all-reduced over the ranks (GPU only)",
+    "bucket_cap_mb": "size of DDP's gradient buckets; each bucket is one all-reduce, started during backward",
+    "gradient_as_bucket_view": "make .grad a view into DDP's bucket: one less copy of the gradients",
+    "max-restarts": "how many times torchrun restarts the whole worker group after a failure",
+}
+
+QUIZ = [
+    {"q": "Two ranks train with DistributedSampler but nobody calls set_epoch. What happens?",
+     "choices": ["A hang", "An error", "Each rank sees the same samples in the same order every epoch",
+                 "Both ranks see all the data"],
+     "answer": 2,
+     "why": "The shuffle is seeded with seed + epoch; without set_epoch the epoch stays 0."},
+    {"q": "Why does only rank 0 write the checkpoint?",
+     "choices": ["Other ranks have different weights", "All ranks hold identical values; several writers would corrupt one file",
+                 "Only rank 0 can open files", "torch.save needs a process group"],
+     "answer": 1,
+     "why": "DDP keeps replicas identical; one copy suffices. Every rank then loads that copy."},
+    {"q": "With accumulate=4, how many gradient all-reduces does one optimizer step make under no_sync?",
+     "choices": ["4", "1", "0", "one per parameter"],
+     "answer": 1,
+     "why": "The first three backward passes run inside no_sync; the last one all-reduces the accumulated sum."},
+    {"q": "Rank 1 is killed mid-epoch under `torchrun --max-restarts=1` with checkpoints each epoch. What happens?",
+     "choices": ["Rank 0 finishes alone", "The job fails", "All workers restart and resume from the last checkpoint",
+                 "Rank 1 restarts alone and catches up"],
+     "answer": 2,
+     "why": "torchrun restarts the whole group; the script resumes from the last complete checkpoint."},
+    {"q": "On 2 CPU cores, DDP with 2 ranks trains a small CNN no faster than one process. Why?",
+     "choices": ["DDP is broken on CPU", "The all-reduce each step costs about what the second core saves",
+                 "DDP runs the ranks one after another", "The sampler is slow"],
+     "answer": 1,
+     "why": "Compute per step is small, so communication takes a large share; big models and fast links change that."},
+]
+
+MNEMONIC = "**S**ampler, **E**poch, **J**oin, **N**o_sync, **C**heckpoint on zero: *Seven Jolly Nodes Checkpoint* - and torchrun picks them up when they fall."

@@ -1,0 +1,26 @@
+# exercise: 03
+# expect: all_gather: 2 ranks; all_gather: 3 ranks
+# hangs: yes
+# Wrong: every rank first waits to receive from everyone, so nobody ever sends: a deadlock.
+def broadcast_by_hand(tensor, src=0):
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if rank == src:
+        for peer in range(world):
+            if peer != src:
+                dist.send(tensor, dst=peer)
+    else:
+        dist.recv(tensor, src=src)
+    return tensor
+
+
+def all_gather_by_hand(tensor):
+    rank, world = dist.get_rank(), dist.get_world_size()
+    out = [torch.empty_like(tensor) for _ in range(world)]
+    out[rank].copy_(tensor)
+    for p in range(world):
+        if p != rank:
+            dist.recv(out[p], src=p)
+    for p in range(world):
+        if p != rank:
+            dist.send(tensor, dst=p)
+    return out

@@ -1,0 +1,7 @@
+# exercise: 04
+# expect: 2 ranks, 12 float32 values; 1 rank: the tensor is its own sum
+# hangs: yes
+# Adversarial: the function never returns.
+def ring_all_reduce(tensor):
+    while True:
+        pass
