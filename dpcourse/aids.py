@@ -26,6 +26,8 @@ __all__ = ["load", "validate", "lesson_aids", "as_markdown", "build_widget", "ch
 
 LEVELS = ("Basic", "Medium", "Detailed")
 _HEADLESS_PARENTS = ("pytest", "nbval", "nbconvert", "nbclient", "papermill", "tools/nb.py", "py.test")
+_FRONT_ENDS = ("jupyter-lab", "jupyter lab", "jupyterlab", "jupyter-server", "jupyter_server", "jupyter-notebook",
+               "jupyter notebook", "voila", "vscode", "code-server")
 
 
 def load(lesson: str) -> ModuleType:
@@ -106,8 +108,9 @@ def widgets_live() -> bool:
     """True when this code runs in a notebook kernel with a front end that can show widgets.
 
     ``DPCOURSE_WIDGETS=0`` or ``=1`` decides outright. Otherwise widgets need ipywidgets and a
-    Jupyter kernel, and are skipped when the kernel was started by a headless runner (pytest/nbval,
-    nbconvert, nbclient, papermill, ``tools/nb.py``), whose saved output must be plain and stable.
+    Jupyter kernel started by a front end (JupyterLab, Notebook, VS Code); a kernel started by a
+    headless runner (pytest/nbval, nbconvert, nbclient, papermill, ``tools/nb.py``) gets the static
+    markdown, so saved output stays plain and stable.
     """
     forced = os.environ.get("DPCOURSE_WIDGETS")
     if forced in ("0", "1"):
@@ -120,24 +123,20 @@ def widgets_live() -> bool:
     shell = get_ipython()
     if shell is None or not hasattr(shell, "kernel"):
         return False
-    return not _started_headless()
+    return _started_by_front_end()
 
 
-def _started_headless() -> bool:
-    pid = os.getppid()
-    for _ in range(3):  # the kernel's parent, grandparent, great-grandparent
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{pid}/stat") as f:
-                pid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return False
-        if any(word in cmdline for word in _HEADLESS_PARENTS):
-            return True
-        if pid <= 1:
-            return False
-    return False
+def _started_by_front_end() -> bool:
+    """True when the process that started this kernel is a Jupyter server or an editor that
+    renders widgets (JupyterLab, Notebook, VS Code), not a headless runner (pytest, nbclient)."""
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # no /proc (macOS, Windows): assume a person is looking
+        return True
+    if any(word in cmdline for word in _FRONT_ENDS):
+        return True
+    return not any(word in cmdline for word in _HEADLESS_PARENTS)
 
 
 def _markdown_output(text: str) -> Any:

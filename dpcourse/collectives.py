@@ -65,6 +65,7 @@ def _receive_buffer(numel: int, dtype: torch.dtype, device: torch.device) -> tor
     return buf
 
 
+@torch.no_grad()  # sums of parameters or gradients are not part of any autograd graph
 def naive_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all ranks in place by gathering at rank 0 and sending the sum back."""
     rank, world = _check(tensor, "naive_all_reduce")
@@ -86,6 +87,7 @@ def naive_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+@torch.no_grad()
 def ring_all_reduce(tensor: torch.Tensor, trace: list | None = None, segment_bytes: int = SEGMENT_BYTES) -> torch.Tensor:
     """Sum ``tensor`` over all ranks in place with the ring algorithm (reduce-scatter, all-gather).
 

@@ -97,7 +97,7 @@ class Bucket:
     numel: int
     pending: int = 0                   # gradients of this step not ready yet
     work: Any = None                   # the asynchronous all-reduce, once started
-    flat: torch.Tensor | None = None   # gradients (then their averages) followed by one 'has grad' flag each
+    flat: torch.Tensor | None = None   # gradients / world (then their averages), then one 'had a grad' flag each
     times: dict = field(default_factory=dict)
 
     @property
@@ -181,7 +181,7 @@ class BucketedDDP(nn.Module):
     def _reset(self) -> None:
         self._next = 0
         for b in self.buckets:
-            b.pending, b.work, b.flat, b.times = len(b.params), None, None, {}
+            b.pending, b.work, b.times = len(b.params), None, {}
 
     def _on_grad_ready(self, p: torch.Tensor) -> None:
         if not self._sync:
@@ -203,12 +203,17 @@ class BucketedDDP(nn.Module):
 
     def _launch(self, b: Bucket) -> None:
         world = dist.get_world_size()
-        pieces = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
-                  for p in b.params]
-        pieces.append(torch.tensor([float(p.grad is not None) for p in b.params], dtype=b.params[0].dtype,
-                                   device=b.params[0].device))
-        b.flat = torch.cat(pieces)
-        b.flat.div_(world)
+        if b.flat is None:  # one buffer per bucket, reused every step: gradients / world, then flags
+            b.flat = torch.empty(b.numel + len(b.params), dtype=b.params[0].dtype, device=b.params[0].device)
+        offset = 0
+        for i, p in enumerate(b.params):
+            piece = b.flat[offset:offset + p.numel()]
+            if p.grad is None:
+                piece.zero_()
+            else:
+                torch.div(p.grad.reshape(-1), world, out=piece)  # copy and scale in one pass
+            b.flat[b.numel + i] = float(p.grad is not None)
+            offset += p.numel()
         if self.record_timeline:
             b.times.setdefault("ready", time.perf_counter())
             b.times["start"] = time.perf_counter()

@@ -176,6 +176,8 @@ def launch(
         raise LaunchError("CUDA is initialised in this process, and forked workers cannot use it: "
                           "use start_method='auto' (or 'spawn').")
     use_spawn = start_method == "spawn" or (start_method == "auto" and torch.cuda.is_initialized())
+    if not use_spawn:
+        _preload()
     start = _start_spawned if use_spawn else _start_forked
     with _LOCK:
         # The ranks meet through a file in a fresh temporary folder: no port to choose, so launches
@@ -192,6 +194,22 @@ def launch(
         finally:
             _kill_all(workers)
             shutil.rmtree(rendezvous, ignore_errors=True)
+
+
+_PRELOADED = False
+
+
+def _preload() -> None:
+    """Import once, here, what DDP's constructor imports lazily (``torch._dynamo``: seconds of work).
+    Forked workers inherit it; otherwise every worker of every DDP launch would import it again."""
+    global _PRELOADED
+    if not _PRELOADED:
+        _PRELOADED = True
+        try:
+            import torch._dynamo  # noqa: F401
+            import torch.distributed.tensor.parallel.ddp  # noqa: F401
+        except Exception:  # a torch build without them simply pays later, in the workers
+            pass
 
 
 def _start_forked(fn: Callable, args: tuple, r: int, config: dict, inherited: list[int]) -> _Worker:

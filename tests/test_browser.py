@@ -105,6 +105,7 @@ def _menu(page, menu: str, item: str) -> None:
 def _run_all_and_save(page, path: Path, timeout_s: float) -> dict:
     """Clear the stored outputs, run every cell through the Run menu, wait, save; return the saved JSON."""
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    page.locator(".jp-NotebookPanel-toolbar").get_by_text("Python 3").first.wait_for(timeout=60_000)
     page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for(timeout=60_000)
     _menu(page, "Edit", "Clear Outputs of All Cells")
     _menu(page, "Run", "Run All Cells")
@@ -119,7 +120,7 @@ def _run_all_and_save(page, path: Path, timeout_s: float) -> dict:
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > 2:
+        elif time.monotonic() - quiet_since > 4:
             break
         time.sleep(0.25)
     else:
@@ -142,7 +143,7 @@ def test_lesson_00_and_an_exercise_in_jupyterlab(lab):
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{base}/lab/tree/00_setup.ipynb?token={token}")
+            page.goto(f"{base}/lab/tree/00_setup.ipynb?reset&token={token}")
             saved = _run_all_and_save(page, work / "00_setup.ipynb", timeout_s=150)
 
             code = [c for c in saved["cells"] if c["cell_type"] == "code"]
@@ -162,7 +163,7 @@ def test_lesson_00_and_an_exercise_in_jupyterlab(lab):
             body = page.locator(".jp-Notebook").inner_text()
             assert "Error displaying widget" not in body and "Loading widget..." not in body
 
-            page.goto(f"{base}/lab/tree/02_gradient_accumulation.ipynb?token={token}")
+            page.goto(f"{base}/lab/tree/02_gradient_accumulation.ipynb?reset&token={token}")
             saved = _run_all_and_save(page, work / "02_gradient_accumulation.ipynb", timeout_s=120)
             check_cells = [c for c in saved["cells"] if c["cell_type"] == "code" and "check(" in "".join(c["source"])]
             assert check_cells and check_cells[0]["execution_count"], "the self-check did not run"

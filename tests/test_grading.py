@@ -56,7 +56,7 @@ def _planted(hangs: bool) -> list[Path]:
     return [p for p in files if (_header(p).get("hangs") == "yes") == hangs]
 
 
-def _grade(paths: list[Path], out: Path, *extra: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess, dict]:
+def _grade(paths: list[Path], out: Path, *extra: str, timeout: float = 1500) -> tuple[subprocess.CompletedProcess, dict]:
     cmd = [sys.executable, "-m", "dpcourse.cli", "grade", *map(str, paths), "--out", str(out), *extra]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=out.parent)
     reports = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/results.json")}
@@ -102,7 +102,7 @@ def graded(tmp_path_factory):
     (base / "submissions" / "untouched.sha").write_text("")
     before = {p: p.read_bytes() for p in paths}
     start = time.monotonic()
-    done, reports = _grade(paths, base / "out", "--timeout", "60", "--jobs", "2")
+    done, reports = _grade(paths, base / "out", "--timeout", "60", "--jobs", "3")
     return {"files": files, "paths": paths, "before": before, "done": done, "reports": reports, "out": base / "out",
             "seconds": time.monotonic() - start}
 

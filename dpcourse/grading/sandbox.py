@@ -2,7 +2,7 @@
 
 For each job the grader forks a *shield* process that starts a new session and forks the *runner*,
 so the learner's parent is the shield, never the grader. The runner limits its memory
-(``RLIMIT_AS``), works in a temporary directory, executes the learner's code, runs the test's
+(``RLIMIT_AS``: ``memory_mb`` on top of what is mapped when it starts, torch included), works in a temporary directory, executes the learner's code, runs the test's
 ``run`` half and writes the raw outputs as JSON (arrays as base64) to a pipe. The grader reads
 at most ``output_cap`` bytes of printed output, kills the whole session when the result is in or
 the wall-clock limit passes, and decodes the result without ``pickle``: nothing the learner's
@@ -195,7 +195,7 @@ def _runner_main(job: Job, out_fd: int, res_fd: int, workdir: str) -> None:
     sys.stderr = open(2, "w", closefd=False, errors="replace", buffering=1)
     sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    limit = job.memory_mb << 20
+    limit = _address_space() + (job.memory_mb << 20)  # on top of what torch and friends already map
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.chdir(workdir)
@@ -222,6 +222,18 @@ def _runner_main(job: Job, out_fd: int, res_fd: int, workdir: str) -> None:
         view = view[os.write(res_fd, view):]
     os.close(res_fd)
     os._exit(0)
+
+
+def _address_space() -> int:
+    """Bytes of address space this process maps now (libraries included)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) << 10
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _describe(exc: BaseException) -> dict:
@@ -426,14 +438,15 @@ def become_subreaper() -> bool:
 def _sweep_orphans(active: set[int]) -> None:
     """Kill our children that are no running job's shield: processes a learner left behind."""
     me = os.getpid()
-    strays = {pid for pid, (ppid, _, state) in _processes().items() if ppid == me and state != "Z"} - active
+    mine = {pid: state for pid, (ppid, _, state) in _processes().items() if ppid == me and pid not in active}
+    strays = {pid for pid, state in mine.items() if state != "Z"}
     if strays:
         kill_tree(strays)
-        for pid in strays:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+    for pid in mine:  # reap them, and the zombies of orphans that died on their own
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
 
 def run_jobs(jobs: list[Job], parallel: int = 1, on_done: Callable[[Finished], None] | None = None,

@@ -162,7 +162,7 @@ def evaluate(model: nn.Module, dataset: Any, device: torch.device) -> float:
 
 
 def train(cfg: Config | dict | None = None, **overrides: Any) -> dict[str, Any]:
-    """Train on every rank of the current process group; return what rank 0 saw.
+    """Train on every rank of the current process group; return this rank's results.
 
     Returns ``{"params": {name: cpu tensor}, "losses": [mean loss per epoch], "steps": int,
     "start_epoch": int, "accuracy": float, "seconds": float}`` on every rank (parameters agree).

@@ -13,6 +13,8 @@
 # They are this machine's numbers, measured by this run: expect yours to differ.
 
 # %%
+import os
+
 import matplotlib.pyplot as plt
 import torch
 
@@ -255,11 +257,16 @@ else:
 # These are the numbers later lessons compare against. Each later lesson re-measures its own
 # baseline in the same run as its parallel version (a shared machine's speed drifts from minute
 # to minute, so only side-by-side numbers make a fair ratio), but these tell you what to expect.
+# The load average printed with them says how busy the machine was: a load well above the number
+# of cores means other programs competed for them, and every number here is then lower than the
+# machine can do, the multi-thread ones most of all.
 
 # %%
 print(f"Baseline on this machine ({DEVICE}, torch {torch.__version__}), batch {BATCH}, training samples/s:")
 for (name, threads), value in baseline.items():
     print(f"  {name:10s} {threads} thread(s): {value:10,.0f}")
+if hasattr(os, "getloadavg"):   # how busy the machine was: other programs' work slows every number above
+    print(f"  load average over the last minute: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU cores")
 if ALL_THREADS > 1:
     for name in workloads:
         print(f"  {name:10s} {ALL_THREADS} threads / 1 thread: "

@@ -268,11 +268,14 @@ for n in WORLD_SIZES:
           f"ring busbw = {busbw(largest, t['ring'], n) / mem_bw:.0%} of the memory copy rate")
 
 # %% [markdown]
-# Read the ratios printed above (they are this run's): for large tensors a ring written in
-# Python comes close to gloo's own all-reduce, because both spend their time moving bytes, and
-# Python's few microseconds per step vanish next to milliseconds of copying. The gap to the
-# memory copy line is what TCP over the loopback device costs: every byte is copied into the
-# kernel and out again, on the same cores that run the ranks.
+# Read the ratios printed above; they are this run's. What to expect: for large tensors a ring
+# written in Python should come close to gloo's own all-reduce, because both spend their time
+# moving bytes, and Python's few microseconds per step vanish next to milliseconds of copying.
+# For small tensors gloo wins: its steps need no Python in between. If the ratios jump around
+# from one run to the next, something else is using the cores (look at the spread of the
+# individual times, or raise `REPEATS`). The gap to the memory copy line is what TCP over the
+# loopback device costs: every byte is copied into the kernel and out again, on the same cores
+# that run the ranks.
 #
 # On GPUs the same measurements look very different: NCCL's bus bandwidth over NVLink reaches
 # hundreds of GB/s, and its all-reduce is a ring (or a tree for small messages) implemented

@@ -15,6 +15,7 @@
 # 5. **04 A hand-written all-reduce** — naive versus ring, and the α-β cost model.
 # 6. **05 DDP by hand** — gradient averaging, buckets, overlap with the backward pass.
 # 7. **06 `nn.DataParallel`** — the single-process way, and why it is no longer recommended.
+#    (**06b**, optional: the same idea in TensorFlow, `MirroredStrategy`.)
 # 8. **07 DDP and `torchrun`** — the production path.
 # 9. **08 Scaling** — strong and weak scaling, predictions for 8 to 4096 GPUs, large batches, stragglers.
 #
@@ -43,8 +44,8 @@ def title(notebook: Path) -> str:
 
 def by_number(folder: str) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
-    for path in sorted((ROOT / folder).glob("[0-9][0-9]_*.ipynb")):
-        found.setdefault(path.name[:2], []).append(path)
+    for path in sorted((ROOT / folder).glob("[0-9][0-9]*_*.ipynb")):  # 06b_... is an optional extra
+        found.setdefault(path.name.split("_")[0], []).append(path)
     return found
 
 

@@ -168,8 +168,8 @@ plt.show()
 #
 # ## What accumulation costs
 #
-# Accumulation saves memory, not time: the same arithmetic is done in smaller operations, which
-# use the hardware less well. The cell below times one accumulated step of the convolutional net
+# Accumulation saves memory, not time: the same arithmetic is done in more, smaller operations,
+# and each operation has a fixed cost. The cell below times one accumulated step of the convolutional net
 # on a batch of 256 for several numbers of micro-batches (on this machine, in this run, with the
 # one CPU thread set at the top).
 
@@ -180,7 +180,7 @@ cnn = build_model("digits-cnn", seed=0)
 xb, yb = X[:256], Y[:256]
 step_ms = {}
 REPEATS = 2                                                  # turn up for steadier numbers
-for k in (1, 4, 16):
+for k in (1, 4, 16, 64):
     accumulate_gradients(cnn, loss_fn, xb, yb, k)           # warm-up
     start = time.perf_counter()
     for _ in range(REPEATS):
@@ -193,9 +193,11 @@ plt.xlabel("micro-batches")
 plt.show()
 
 # %% [markdown]
-# **What to look for.** Expect the time per batch to grow as the pieces get smaller, slowly at
-# first and faster once a piece is too small to keep the cores busy; the exact numbers on a shared
-# machine jump around from run to run. What you buy with that time is memory: only one
+# **What to look for.** A trend, not a single bar: on a shared machine one bar can be off by tens
+# of percent. With one CPU thread, moderate pieces cost little extra (a single core stays busy even
+# on small operations); once pieces get down to a few samples, the fixed cost per operation takes
+# over and the time per batch climbs. On a GPU the climb starts much earlier, because a small piece
+# leaves most of the GPU idle. What you buy with that time is memory: only one
 # micro-batch's activations are alive at once. Data parallelism buys the same big batch the other
 # way round, with more devices instead of more time.
 #
