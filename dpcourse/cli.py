@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("ddp", help="single process vs hand-written DDP vs torch DDP")
     b.add_argument("--world-size", type=int, default=2)
     b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--model", default="large", help="a dpcourse.models.build_model name (large: 8.9 M parameters)")
+    b.add_argument("--batch-size", type=int, default=256, help="global batch size")
     b.add_argument("--json", type=Path)
     p.set_defaults(func=_cmd_bench)
 

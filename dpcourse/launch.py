@@ -514,6 +514,8 @@ def _run(fn: Callable, args: tuple, r: int, config: dict, res_fd: int, ack_fd: i
     import torch.distributed as dist
 
     torch.set_num_threads(config["threads"])  # first thing after a fork: OpenMP is not fork-safe
+    if "TORCH_DISTRIBUTED_DEBUG" in config["env"]:  # torch read it when the parent imported it
+        dist.set_debug_level_from_env()
     try:
         timeout = datetime.timedelta(seconds=config["timeout"] + 30)  # the launcher's clock goes first
         store = dist.FileStore(config["store"], config["world_size"])

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-__all__ = ["plot_history", "plot_phases", "plot_bars", "plot_lines"]
+__all__ = ["plot_history", "plot_phases", "plot_bars", "plot_lines", "plot_timeline"]
 
 
 def plot_history(histories: Mapping[str, object], title: str = "") -> Figure:

@@ -240,3 +240,29 @@ def test_bad_input_and_no_process_group():
 
     with pytest.raises(WorkerError, match="bucket_mb"):
         launch(bad, 1, timeout=30)
+
+
+def _train_on_device(bucket_mb):
+    import dpcourse
+
+    r, w = dist.get_rank(), dist.get_world_size()
+    model = _build(r, torch.float64).to(dpcourse.device())
+    ddp = BucketedDDP(model, bucket_mb=bucket_mb)
+    opt = _optimizer(model, plain=False)
+    for x, y in _batches(STEPS, torch.float64):
+        opt.zero_grad()
+        xs, ys = shard(x, r, w).to(dpcourse.device()), shard(y, r, w).to(dpcourse.device())
+        nn.functional.cross_entropy(ddp(xs), ys).backward()
+        ddp.finish_gradient_synchronization()
+        opt.step()
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, str(dpcourse.device())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("bucket_mb", [None, 0.0005])
+def test_bucketed_on_gpus_matches_single_process(bucket_mb):
+    world = min(torch.cuda.device_count(), 4)  # NCCL, one GPU per rank
+    results = launch(_train_on_device, world, bucket_mb, timeout=120)
+    assert all(dev.startswith("cuda") for _, dev in results)
+    _assert_same([state for state, _ in results], _reference(torch.float64), 1e-10)

@@ -51,11 +51,9 @@ def run(devices, batch=32):
 devices = [d.name for d in tf.config.list_logical_devices("CPU")]
 n1, w1 = run(devices[:1])
 n4, w4 = run(devices)
-n4b, w4b = run(devices, batch=64)
 print("REPLICAS", n1, n4)
 print("DIFF", max(float(np.abs(a - b).max()) for a, b in zip(w1, w4)))
 print("MOVED", max(float(np.abs(a - b).max()) for a, b in zip(w1, initial)))
-print("OTHER_BATCH", max(float(np.abs(a - b).max()) for a, b in zip(w1, w4b)))
 """
 
 
@@ -72,8 +70,7 @@ def test_four_mirrored_replicas_match_one():
     values = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1] and line.split()[0].isupper()}
     assert values["REPLICAS"] == ["1", "4"]
     assert float(values["DIFF"][0]) < 1e-5
-    assert float(values["MOVED"][0]) > 1e-2          # training happened, so agreement means something
-    assert float(values["OTHER_BATCH"][0]) > 1e-3    # and a different global batch does change the result
+    assert float(values["MOVED"][0]) > 1e-2  # training happened, so the agreement means something
 
 
 def test_lesson_source_configures_devices_before_use():

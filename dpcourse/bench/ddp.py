@@ -160,8 +160,8 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    result = run(world_size=args.world_size, steps=args.steps, model=getattr(args, "model", "large"),
-                 batch_size=getattr(args, "batch_size", 256))
+    result = run(world_size=args.world_size, steps=args.steps, model=args.model,
+                 batch_size=args.batch_size)
     print(report(result))
     if getattr(args, "json", None):
         with open(args.json, "w") as f:

@@ -3,7 +3,8 @@
 In every code cell, each region between a line ``### BEGIN SOLUTION`` and a line ``### END SOLUTION``
 becomes one ``raise NotImplementedError(...)`` at the region's indentation; code outside the regions
 stays. Outputs, execution counts and widget state are cleared, and the exercise id is recorded in the
-notebook's metadata. Only the exercises folder given is written to, one file per solution, same name.
+notebook's metadata; cell ids are numbered, so that an unchanged solution always gives the same exercise.
+Only the exercises folder given is written to, one file per solution, same name.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def release_notebook(solution: Path) -> nbformat.NotebookNode:
     total = 0
     for index, cell in enumerate(nb.cells, 1):
         cell.metadata.pop("execution", None)
+        if "id" in cell:  # rebuilding a solution draws new random ids: keep exercises stable
+            cell["id"] = f"cell-{index:03d}"
         if cell.cell_type != "code":
             continue
         first = cell.source.strip().split("\n", 1)[0][:40]

@@ -190,8 +190,9 @@ else:
 #
 # **What to look for:** on an idle machine with two free cores, the big-layer model approaches 2×
 # and the Python-bound one stays near 1× — its threads take turns. The cell prints the machine's
-# load average first: if other processes already keep the cores busy, neither can gain, and both
-# ratios sit near or below 1×.
+# load average first. If it is well above the number of cores, other processes are competing for
+# them: then the ratios measure the scheduler more than the GIL, can land anywhere around 1×, and
+# are worth re-running on an idle machine before drawing a conclusion.
 
 # %%
 import os
