@@ -109,9 +109,11 @@ def exercise_of(path: Path, nb: dict | None = None) -> str | None:
     return m[1] if m else None
 
 
-def read_submission(path: Path, names_of: Callable[[str], tuple[str, ...]], references: tuple[str, ...] = (),
+def read_submission(path: Path, names_of: Callable[[str], tuple[str, ...]],
+                    references_of: Callable[[str], tuple[str, ...]] = lambda exercise: (),
                     guess: Callable[[set[str]], str | None] | None = None) -> Submission:
-    """Read ``path`` and pick the learner's code; ``names_of(exercise)`` gives the graded names.
+    """Read ``path`` and pick the learner's code; ``names_of(exercise)`` gives the graded names and
+    ``references_of(exercise)`` the course modules whose imports are dropped from ungraded cells.
 
     Without exercise metadata or an ``NN_`` file name, ``guess(defined names)`` names the exercise.
     Raises :class:`SubmissionError` for a file that is not a readable notebook.
@@ -136,6 +138,7 @@ def read_submission(path: Path, names_of: Callable[[str], tuple[str, ...]], refe
         exercise = guess(defined)
     sub = Submission(Path(path), exercise)
     names: tuple[str, ...] = tuple(names_of(exercise)) if exercise else ()
+    references = tuple(references_of(exercise)) if exercise else ()
     code_cells = [(i, c) for i, c in enumerate(nb["cells"], 1) if isinstance(c, dict) and c.get("cell_type") == "code"]
     graded = {i for i, c in code_cells if "graded" in (c.get("metadata", {}) or {}).get("tags", [])}
     if not graded:

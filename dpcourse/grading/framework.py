@@ -35,12 +35,15 @@ class Context:
 
     seed: int
     timeout: float
+    launcher: Callable[..., list[Any]] | None = None  # dpcourse.launch, bound before the learner's code ran
 
     def launch(self, fn: Callable[..., Any], world_size: int, *args: Any) -> list[Any]:
         """``dpcourse.launch`` with this test's time budget and one thread per rank."""
-        from dpcourse.launch import launch
+        if self.launcher is None:
+            from dpcourse.launch import launch
 
-        return launch(fn, world_size, *args, timeout=self.timeout, threads=1)
+            self.launcher = launch
+        return self.launcher(fn, world_size, *args, timeout=self.timeout, threads=1)
 
 
 @dataclass

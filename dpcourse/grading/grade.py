@@ -67,6 +67,13 @@ def _names_of(exercise: str) -> tuple[str, ...]:
         return ()
 
 
+def _references_of(exercise: str) -> tuple[str, ...]:
+    try:
+        return get_suite(exercise).reference_modules
+    except ValueError:
+        return ()
+
+
 def _guess(defined: set[str]) -> str | None:
     for ex in exercise_ids():
         if set(get_suite(ex).names) <= defined:
@@ -96,12 +103,11 @@ def _plan(paths: list[Path], timeout: float | None, memory_mb: int, seed: int) -
     reports: list[Report] = []
     jobs: list[Job] = []
     taken: set[str] = set()
-    all_refs = tuple(sorted({r for ex in exercise_ids() for r in get_suite(ex).reference_modules}))
     for path in paths:
         report = Report(path, _unique_key(path, taken), None, None)
         reports.append(report)
         try:
-            sub = read_submission(path, _names_of, all_refs, guess=_guess)
+            sub = read_submission(path, _names_of, _references_of, guess=_guess)
         except SubmissionError as exc:
             from dpcourse.grading.extract import exercise_of
 
