@@ -35,7 +35,8 @@ def _solution_code() -> str | None:
         return None
     nb = nbformat.read(path, as_version=4)
     graded = [c.source for c in nb.cells if "graded" in c.metadata.get("tags", [])]
-    return "\n\n".join(s.replace("### BEGIN SOLUTION\n", "").replace("### END SOLUTION", "") for s in graded)
+    markers = ("### BEGIN SOLUTION", "### END SOLUTION")
+    return "\n\n".join("\n".join(line for line in s.splitlines() if line.strip() not in markers) for s in graded)
 
 
 def _reference_code() -> str:
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=30)
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per test (a deadlock costs this much)")
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=3, help="tests at once (deadlocked ones wait without using CPU)")
     parser.add_argument("--keep", type=Path, help="keep the class and the reports in this folder")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

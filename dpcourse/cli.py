@@ -115,9 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("grade", help="grade submitted exercise notebooks")
     p.add_argument("submissions", nargs="+", type=Path)
     p.add_argument("--out", type=Path, default=Path("grading-out"))
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per test")
-    p.add_argument("--memory-mb", type=int, default=4096, help="memory limit per test process")
-    p.add_argument("--jobs", type=int, default=1, help="tests run at once")
+    p.add_argument("--timeout", type=float, default=20.0,
+                   help="seconds per test (a test may set its own); a deadlocked submission costs this per test")
+    p.add_argument("--memory-mb", type=int, default=4096,
+                   help="memory a test process may add on top of what torch already maps")
+    p.add_argument("--jobs", type=int, default=2, help="tests run at once (one per core is a good start)")
     p.set_defaults(func=_cmd_grade)
     return parser
 
