@@ -102,8 +102,6 @@ def forward_step_by_step(module: nn.Module, x: torch.Tensor, replicas: int | Non
     trace.seconds["replicate"] = time.perf_counter() - t
     t = time.perf_counter()
     if trace.primitives == "torch.nn.parallel":
-        from torch.nn.parallel import gather, parallel_apply
-
         outputs = parallel_apply(copies, [(c,) for c in chunks])
     else:
         outputs = threaded_apply(copies, list(chunks))

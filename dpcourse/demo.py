@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 __all__ = ["Setting", "Result", "run_setting", "run_settings", "add_speedups", "plot_results", "write_csv",
-           "settings_from_args", "warm_imports", "main", "MODELS", "ALGORITHMS", "COLUMNS"]
+           "settings_from_args", "main", "MODELS", "ALGORITHMS", "COLUMNS"]
 
 MODELS = ("tiny", "small", "medium", "large")
 ALGORITHMS = ("ddp", "bucketed", "naive")
@@ -121,19 +121,10 @@ def _train(model_name: str, per_worker_batch: int, algorithm: str, steps: int, w
     return {"step_seconds": step_seconds, "loss": loss, "parameters": count_parameters(model)}
 
 
-def warm_imports() -> None:
-    """Import here, once, what DDP's constructor imports lazily (torch.distributed.tensor pulls in
-    dynamo, several seconds): forked workers then inherit it instead of each importing it again."""
-    import torch._dynamo  # noqa: F401  (DDP.__init__ touches torch._dynamo)
-    import torch.distributed.tensor.parallel.ddp  # noqa: F401
-    import torch.nn.parallel  # noqa: F401
-
-
 def run_setting(setting: Setting, steps: int = 20, warmup: int = 3, timeout: float = 120.0) -> Result:
     """Train at ``setting`` on ``setting.workers`` processes and measure throughput (global samples/s)."""
     from dpcourse.launch import launch
 
-    warm_imports()
     per_worker = setting.per_worker_batch()
     outs = launch(_train, setting.workers, setting.model, per_worker, setting.algorithm, steps, warmup,
                   timeout=timeout, backend=setting.backend)
@@ -316,7 +307,6 @@ def main(args: argparse.Namespace) -> int:
             plt.pause(0.05)
 
     print("preparing: importing what DDP needs, once, before the workers start...", flush=True)
-    warm_imports()
     print(_bar(0, len(settings)), flush=True)
     try:
         results = run_settings(settings, steps=steps, timeout=args.timeout if getattr(args, "timeout", None) else 120.0,

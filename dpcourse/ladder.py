@@ -133,13 +133,6 @@ def _ddp_worker(name: str, batches: list, lr: float, dtype: torch.dtype, handwri
     return result[0], result[1], f"{dist.get_backend()} on {device}"
 
 
-def _warm_imports() -> None:
-    """Import once here what the optimizer and DDP constructors import lazily (seconds), so that
-    forked ranks inherit it instead of each importing it again."""
-    import torch._dynamo  # noqa: F401
-    import torch.distributed.tensor.parallel.ddp  # noqa: F401
-
-
 def climb(model: str = "digits-cnn", steps: int = 10, batch_size: int = 64, world_size: int = 2, lr: float = 0.05,
           double: bool = False, threads: int = 1, rungs: tuple[str, ...] = RUNGS, timeout: float = 120.0) -> list[Rung]:
     """Train ``model`` on every rung in ``rungs`` and return their :class:`Rung` results.
@@ -159,7 +152,6 @@ def climb(model: str = "digits-cnn", steps: int = 10, batch_size: int = 64, worl
                          "for the rungs to compute the same update.")
     dtype = torch.float64 if double else torch.float32
     batches = _batches(batch_size, steps, dtype)
-    _warm_imports()
     results = []
     for name in rungs:
         if name in (RUNGS[0], RUNGS[2]):

@@ -80,7 +80,7 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def device() -> "torch.device":  # noqa: F821
+def device() -> "torch.device":  # noqa: F821 (torch is imported lazily)
     """The device this rank computes on: ``cuda:<local rank>`` under NCCL, else ``cpu``."""
     import torch
 
@@ -168,7 +168,6 @@ def launch(
     backend = _choose_backend(backend, world_size)
 
     import torch
-    import torch.distributed as dist
 
     if start_method not in ("auto", "fork", "spawn"):
         raise ValueError(f"start_method must be 'auto', 'fork' or 'spawn', got {start_method!r}.")

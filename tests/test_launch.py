@@ -17,7 +17,7 @@ import torch.distributed as dist
 import dpcourse
 from dpcourse import LaunchError, LaunchTimeout, WorkerError, launch
 
-from conftest import alive
+from processes import alive
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from conftest import alive
+from processes import alive
 
 
 @pytest.fixture(scope="module")

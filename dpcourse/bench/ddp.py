@@ -116,8 +116,6 @@ def run(world_size: int = 2, steps: int = 10, model: str = "large", batch_size: 
         raise ValueError(f"world_size and steps must be at least 1, got {world_size} and {steps}.")
     if batch_size % world_size:
         raise ValueError(f"batch_size {batch_size} must be divisible by world_size {world_size}.")
-    # Building an optimizer imports torch._dynamo (seconds); do it once here, not in every forked worker.
-    torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     # The baseline needs its own launch: half its steps right before the distributed runs, half right after.
     before = launch(_single, 1, model, batch_size, (steps + 1) // 2, warmup, timeout=timeout)[0]
     distributed = launch(_distributed, world_size, model, batch_size, steps, warmup, timeout=timeout)[0]

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 from dpcourse.bench import median_time
 from dpcourse.launch import launch

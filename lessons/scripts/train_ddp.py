@@ -36,10 +36,6 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from dpcourse.data import digits_split
 from dpcourse.models import build_model
 
-# Imported lazily by the optimizer and DDP constructors (several seconds). Importing them here, once,
-# lets workers forked from this process (dpcourse.launch) inherit them instead of each paying again.
-import torch._dynamo  # noqa: E402,F401
-import torch.distributed.tensor.parallel.ddp  # noqa: E402,F401
 
 __all__ = ["Config", "train", "setup", "make_model", "evaluate", "main"]
 

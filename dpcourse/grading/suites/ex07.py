@@ -112,8 +112,6 @@ def _worker(train_ddp: Any, configs: list[dict]) -> list[dict]:
 def _run(learner: Any, p: dict, ctx: Context) -> Any:
     import tempfile
 
-    import torch._dynamo  # noqa: F401  (imported lazily by optimizers: once here, not in every rank)
-
     with tempfile.TemporaryDirectory() as tmp:
         configs = []
         for c in p["configs"]:

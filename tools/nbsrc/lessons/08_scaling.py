@@ -33,7 +33,7 @@ import torch
 
 from dpcourse import launch
 from dpcourse.costmodel import AlphaBeta, fit_alpha_beta
-from dpcourse.demo import Setting, add_speedups, plot_results, run_setting, warm_imports
+from dpcourse.demo import Setting, add_speedups, plot_results, run_setting
 from dpcourse.models import build_model, count_parameters
 
 CORES = os.cpu_count() or 1
@@ -44,7 +44,6 @@ WORKERS = [1, 2]          # world sizes to measure (more than CORES is oversubsc
 MODEL = "small"           # WideMLP size used for the timing runs: tiny, small, medium, large
 BATCH = 128               # per-worker batch for weak scaling, global batch for strong scaling
 STEPS = 10                # timed steps per run
-warm_imports()            # DDP imports a lot lazily; do it once here, not in every worker
 
 # %% [markdown]
 # ## 1. Strong and weak scaling, measured

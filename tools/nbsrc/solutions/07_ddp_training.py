@@ -60,7 +60,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 import dpcourse
 from dpcourse.data import synthetic_classification
 
-import torch._dynamo  # noqa: F401  (the optimizer imports it lazily: import once here, before forking workers)
 
 CONFIG = {"seed": 0, "n": 48, "features": 8, "classes": 3, "hidden": 16, "epochs": 3, "batch_size": 4,
           "accumulate": 1, "lr": 0.1, "momentum": 0.9, "checkpoint": None, "resume": False}
