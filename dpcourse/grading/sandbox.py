@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dpcourse.grading.framework import Context, Test, _instrument
+from dpcourse.launch import _die_with_parent
 
 __all__ = ["Job", "Finished", "run_jobs", "encode", "decode", "LEARNER_MODULE"]
 
@@ -174,13 +175,6 @@ def _start(job: Job, inherited: list[int] = ()) -> _Running:
     os.close(res_w)
     now = time.monotonic()
     return _Running(job, pid, out_r, res_r, now + job.timeout, now, workdir)
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _runner_main(job: Job, out_fd: int, res_fd: int, workdir: str) -> None:
