@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("allreduce", help="naive vs ring vs torch all_reduce")
     b.add_argument("--world-size", type=int, default=2)
     b.add_argument("--sizes", type=_sizes, default="1KB,1MB,16MB,64MB")
-    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--repeats", type=int, default=15,
+                   help="timed rounds per size; the median is reported (a shared machine needs many)")
     b.add_argument("--json", type=Path)
     b.add_argument("--plot", type=Path)
     b = bsub.add_parser("ddp", help="single process vs hand-written DDP vs torch DDP")

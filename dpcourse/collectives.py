@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 __all__ = ["naive_all_reduce", "ring_all_reduce", "chunk_bounds", "SEGMENT_BYTES"]
 
-SEGMENT_BYTES = 1 << 20  # largest single message of the ring; bigger chunks are pipelined in pieces
+SEGMENT_BYTES = 4 << 20  # largest single message of the ring; bigger chunks are pipelined in pieces
 
 
 def _check(tensor: torch.Tensor, name: str) -> tuple[int, int]:
@@ -91,10 +91,18 @@ def naive_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
 def ring_all_reduce(tensor: torch.Tensor, trace: list | None = None, segment_bytes: int = SEGMENT_BYTES) -> torch.Tensor:
     """Sum ``tensor`` over all ranks in place with the ring algorithm (reduce-scatter, all-gather).
 
-    Each step sends one chunk to the right neighbour while receiving one from the left
-    (``irecv``/``isend`` posted together, so no rank waits for another to finish sending first).
-    Chunks larger than ``segment_bytes`` travel as several messages, all posted at once, and each
-    piece is added as soon as it has arrived while the next ones are still on their way.
+    The ``2 (N-1)`` steps form one chain: at step ``j`` a rank receives chunk ``rank-j-1`` from its
+    left neighbour (adding it to its own during the first ``N-1`` steps, the reduce-scatter; keeping it
+    as it is during the last ``N-1``, the all-gather) and passes on chunk ``rank-j``, which it received
+    at step ``j-1``. Three things make this as fast as gloo's own all_reduce:
+
+    * receives are posted before the data can arrive (gloo sends a message only once the receiver has
+      asked for it, so a late receive costs a round trip);
+    * chunks bigger than ``segment_bytes`` travel as several messages, and each piece is forwarded as
+      soon as it has been added, while the rest of the chunk is still on its way (a pipeline);
+    * reduce-scatter pieces land in a scratch buffer (``N-1`` chunks, kept between calls); all-gather
+      pieces land straight in ``tensor``.
+
     If ``trace`` is a list, a copy of this rank's tensor is appended after every step as
     ``(phase, step, tensor)``, which is what the course's step-by-step ring picture is drawn from.
     """
@@ -107,48 +115,43 @@ def ring_all_reduce(tensor: torch.Tensor, trace: list | None = None, segment_byt
         raise ValueError(f"segment_bytes must be positive, got {segment_bytes}.")
     work = tensor.contiguous()
     flat = work.view(-1)
-    bounds = chunk_bounds(flat.numel(), world)
-    chunks = [flat[a:b] for a, b in bounds]
-    buffer = _receive_buffer(max(b - a for a, b in bounds), flat.dtype, flat.device)
-    per_segment = max(1, segment_bytes // flat.element_size())
+    chunks = [flat[a:b] for a, b in chunk_bounds(flat.numel(), world)]
+    per = max(1, segment_bytes // flat.element_size())
+    pieces = [[(i, min(i + per, c.numel())) for i in range(0, c.numel(), per)] for c in chunks]
+    tags = max(len(p) for p in pieces)  # message (step j, piece k) has tag j * tags + k
     right, left = (rank + 1) % world, (rank - 1) % world
+    steps, reduce_steps = 2 * (world - 1), world - 1
+    biggest = chunks[0].numel()  # chunk_bounds puts any extra elements in the first chunks
+    scratch = _receive_buffer(reduce_steps * biggest, flat.dtype, flat.device)
+    scratch = scratch[: reduce_steps * biggest].view(reduce_steps, biggest)
 
-    pending_sends: list = []
+    def landing(j: int) -> torch.Tensor:
+        return scratch[j] if j < reduce_steps else chunks[(rank - j - 1) % world]
 
-    def exchange(send_index: int, recv_index: int, reduce: bool) -> None:
-        """Send chunk ``send_index`` right; receive chunk ``recv_index`` from the left (adding it if ``reduce``).
+    def post_receives(j: int) -> list:
+        c = (rank - j - 1) % world
+        return [dist.irecv(landing(j)[a:b], src=left, tag=j * tags + k) for k, (a, b) in enumerate(pieces[c])]
 
-        Only the receives are waited for here: a chunk that was sent is not written again in the
-        same phase, so the sends may finish in the background until the end of the phase.
-        """
-        outgoing, target = chunks[send_index], chunks[recv_index]
-        landing = buffer[: target.numel()] if reduce else target
-        recvs = [(i, dist.irecv(landing[i:i + per_segment], src=left, tag=k))  # a landing place first
-                 for k, i in enumerate(range(0, target.numel(), per_segment))]
-        pending_sends.extend(dist.isend(outgoing[i:i + per_segment], dst=right, tag=k)
-                             for k, i in enumerate(range(0, outgoing.numel(), per_segment)))
-        for i, req in recvs:
-            req.wait()
-            if reduce:
-                target[i:i + per_segment].add_(landing[i:i + per_segment])
-
-    def finish_sends() -> None:
-        for req in pending_sends:
-            req.wait()
-        pending_sends.clear()
-
-    # reduce-scatter: after step s, chunk (rank - s - 1) here holds the sum of s + 2 ranks' pieces
-    for step in range(world - 1):
-        exchange((rank - step) % world, (rank - step - 1) % world, reduce=True)
+    # Every receive is asked for before the first send. An all-gather piece lands in `tensor` itself,
+    # which is safe: it can only arrive after this rank has sent what it holds there. With a trace, the
+    # all-gather receives are posted step by step, so that each snapshot shows only the steps done.
+    receives = {j: post_receives(j) for j in range(reduce_steps if trace is not None else steps)}
+    sends = [dist.isend(chunks[rank][a:b], dst=right, tag=k) for k, (a, b) in enumerate(pieces[rank])]
+    for j in range(steps):
+        c = (rank - j - 1) % world
+        if j not in receives:
+            receives[j] = post_receives(j)
+        for k, (a, b) in enumerate(pieces[c]):
+            receives[j][k].wait()
+            if j < reduce_steps:
+                chunks[c][a:b].add_(landing(j)[a:b])
+            if j + 1 < steps:  # pass the piece on at once: the next step sends this very chunk
+                sends.append(dist.isend(chunks[c][a:b], dst=right, tag=(j + 1) * tags + k))
         if trace is not None:
-            trace.append(("reduce-scatter", step + 1, work.detach().clone().cpu()))
-    finish_sends()  # the all-gather overwrites chunks that were sent above
-    # now chunk (rank + 1) % world is complete here; pass the complete chunks round the ring
-    for step in range(world - 1):
-        exchange((rank + 1 - step) % world, (rank - step) % world, reduce=False)
-        if trace is not None:
-            trace.append(("all-gather", step + 1, work.detach().clone().cpu()))
-    finish_sends()
+            phase, step = ("reduce-scatter", j + 1) if j < reduce_steps else ("all-gather", j - reduce_steps + 1)
+            trace.append((phase, step, work.detach().clone().cpu()))
+    for req in sends:
+        req.wait()
     if work.data_ptr() != tensor.data_ptr():
         tensor.copy_(work)
     return tensor

@@ -278,11 +278,14 @@ def _supervise(workers: list[_Worker], timeout: float) -> list[Any]:
                 except BlockingIOError:
                     continue
                 if chunk:
-                    if kind == "res":
-                        w.result += chunk
-                    else:
+                    if kind != "res":
                         _emit(w, kind, chunk)
-                    continue
+                        continue
+                    w.result += chunk
+                    if not _framed(w.result):
+                        continue
+                    # the whole answer is in: do not wait for end-of-file, which never comes while
+                    # a process the worker started (and that inherited the pipe) lives on
                 sel.unregister(key.fd)
                 open_fds -= 1
                 if kind == "res":
@@ -317,15 +320,25 @@ def _emit(w: _Worker, kind: str, chunk: bytes, final: bool = False) -> None:
 
 
 def _exited(w: _Worker) -> bool:
+    """Whether the worker has exited; if so, kill what it left running in its group, and reap it."""
     if w.exit_status is not None:
         return True
     try:
-        pid, status = os.waitpid(w.pid, os.WNOHANG)
+        if os.waitid(os.P_PID, w.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            return False
+        # Not reaped yet, so its pid (its group's id) cannot be reused: anything the worker started
+        # and left behind in its group (a background process, a forked child) goes with it.
+        os.killpg(w.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
     except ChildProcessError:
         w.exit_status = 0
         return True
-    if pid == 0:
-        return False
+    try:
+        _, status = os.waitpid(w.pid, 0)
+    except ChildProcessError:
+        w.exit_status = 0
+        return True
     w.exit_status = status
     if w.proc is not None:
         w.proc.returncode = os.waitstatus_to_exitcode(status)
@@ -375,6 +388,11 @@ def _drain_all(workers: list[_Worker], sel: selectors.BaseSelector, seconds: flo
                 sel.unregister(key.fd)
                 if kind != "res":
                     _emit(w, kind, b"", final=True)
+
+
+def _framed(data: bytes | bytearray) -> bool:
+    """Whether ``data`` holds a whole answer: header and body."""
+    return len(data) >= _HEADER.size and len(data) >= _HEADER.size + _HEADER.unpack_from(data)[1]
 
 
 def _decode(w: _Worker) -> tuple[str, Any]:

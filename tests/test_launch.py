@@ -126,6 +126,25 @@ def test_os_exit_without_result_is_an_error():
         launch(_hard_exit, 2, timeout=30)
 
 
+def _leaves_a_child_behind() -> int:
+    """Fork a sleeper that inherits the worker's pipes (and so would keep them open), then return."""
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(600)
+        os._exit(0)
+    return pid
+
+
+def test_a_child_left_behind_neither_delays_the_results_nor_survives():
+    start = time.monotonic()
+    pids = launch(_leaves_a_child_behind, 2, timeout=60)
+    assert time.monotonic() - start < 30, "launch waited for the children's copies of its pipes"
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids), "a process a worker started outlived the launch"
+
+
 def _unpicklable():
     return threading.Lock()
 

@@ -1,10 +1,10 @@
 """Naive vs ring vs torch's all_reduce, measured side by side in one run.
 
-    dpcourse bench allreduce --world-size 4 --sizes 1KB,1MB,64MB --repeats 5 --json out.json --plot out.png
+    dpcourse bench allreduce --world-size 4 --sizes 1KB,1MB,64MB --repeats 15 --json out.json --plot out.png
 
 For every size, one launch of ``world_size`` workers times the three algorithms in turn, round
-after round (so a noisy neighbour hurts all three alike), and reports the median time, algorithm
-bandwidth and bus bandwidth of each, with the ratios ring/torch and ring/naive.
+after round in a shuffled order (so a noisy neighbour hurts all three alike), and reports the median
+time, algorithm bandwidth and bus bandwidth of each, with the ratios ring/torch and ring/naive.
 """
 
 from __future__ import annotations
@@ -33,13 +33,23 @@ def _ops() -> dict[str, Callable]:
     return {"naive": naive_all_reduce, "ring": ring_all_reduce, "torch": dist.all_reduce}
 
 
-def measure(nbytes: int, repeats: int = 5, algorithms: tuple[str, ...] = ALGORITHMS, warmup: int = 1) -> dict[str, list[float]]:
-    """Run inside a worker: seconds of each all-reduce of a float32 tensor of ``nbytes`` bytes.
+BATCH_BYTES = 8 << 20  # small all-reduces are timed in batches of about this many bytes
 
-    Each round times every algorithm once, between barriers; a round's time is the slowest rank's
-    (an all-reduce is finished only when every rank has the sum). Returns ``{algorithm: [seconds]}``
-    on every rank.
+
+def measure(nbytes: int, repeats: int = 5, algorithms: tuple[str, ...] = ALGORITHMS, warmup: int = 2,
+            seed: int = 0) -> dict[str, list[float]]:
+    """Run inside a worker: seconds of one all-reduce of a float32 tensor of ``nbytes`` bytes.
+
+    Each round times every algorithm once, between barriers, in an order shuffled afresh every round
+    (the same on every rank), so that no algorithm always runs right after the slowest one. Below
+    8 MB a timing covers several calls back to back (up to 64, about 8 MB in all), as in training,
+    where all-reduces follow one another; one call's time is the batch's divided by its length, so
+    the wake-up of the first message and the skew of the barrier weigh less. A round's time is the
+    slowest rank's: an all-reduce is finished only when every rank has the sum. Returns
+    ``{algorithm: [seconds per call]}`` on every rank.
     """
+    import random
+
     import torch
     import torch.distributed as dist
 
@@ -50,15 +60,20 @@ def measure(nbytes: int, repeats: int = 5, algorithms: tuple[str, ...] = ALGORIT
     x = torch.rand(n, dtype=torch.float32, device=device())
     times: dict[str, list[float]] = {a: [] for a in algorithms}
     clock = torch.zeros(1, dtype=torch.float64)
+    order = list(algorithms)
+    shuffle = random.Random(seed).shuffle  # same seed on every rank: same order everywhere
+    batch = max(1, min(64, BATCH_BYTES // max(1, nbytes)))
     for round_ in range(warmup + repeats):
-        for name in algorithms:
-            x.fill_(1.0)  # keeps the values small however many rounds run
+        shuffle(order)
+        for name in order:
+            x.zero_()  # sums of zeros stay zero however many calls run (no overflow, no denormals)
             dist.barrier()
             start = time.perf_counter()
-            ops[name](x)
+            for _ in range(batch):
+                ops[name](x)
             if x.is_cuda:
                 torch.cuda.synchronize()
-            clock[0] = time.perf_counter() - start
+            clock[0] = (time.perf_counter() - start) / batch
             dist.all_reduce(clock, op=dist.ReduceOp.MAX)
             if round_ >= warmup:
                 times[name].append(float(clock[0]))
@@ -92,7 +107,7 @@ def _progress(done: int, total: int, label: str, stream=sys.stderr) -> None:
     stream.flush()
 
 
-def run_benchmark(world_size: int, sizes: list[int], repeats: int = 5, backend: str | None = None,
+def run_benchmark(world_size: int, sizes: list[int], repeats: int = 15, backend: str | None = None,
                   timeout: float = 600.0, progress: bool = True) -> dict[str, Any]:
     """Measure all three algorithms at every size; return the JSON-ready result."""
     from dpcourse.launch import _choose_backend, launch

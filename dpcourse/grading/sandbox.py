@@ -19,6 +19,7 @@ import resource
 import selectors
 import shutil
 import signal
+import struct
 import sys
 import tempfile
 import time
@@ -36,6 +37,7 @@ __all__ = ["Job", "Finished", "run_jobs", "encode", "decode", "LEARNER_MODULE"]
 
 LEARNER_MODULE = "__learner__"
 _RESULT_CAP = 64 << 20
+_LENGTH = struct.Struct("!Q")  # the result travels as its length, then the JSON bytes
 _DTYPES = {"<f4", "<f8", "<f2", "<i8", "<i4", "<i2", "|i1", "|u1", "|b1", "<c8", "<c16"}
 
 
@@ -219,7 +221,7 @@ def _runner_main(job: Job, out_fd: int, res_fd: int, workdir: str) -> None:
             stream.flush()
         except Exception:
             pass
-    view = memoryview(data)
+    view = memoryview(_LENGTH.pack(len(data)) + data)
     while view:
         view = view[write(res_fd, view):]
     os.close(res_fd)
@@ -415,7 +417,9 @@ def _finish(run: _Running, timed_out: bool) -> Finished:
         done.status = "died"
         return done
     try:
-        payload = decode(bytes(run.res))
+        if not _framed(run.res):
+            raise ValueError("cut short")
+        payload = decode(bytes(run.res[_LENGTH.size:_LENGTH.size + _LENGTH.unpack_from(run.res)[0]]))
         if not isinstance(payload, dict) or set(payload) not in ({"ok"}, {"error"}):
             raise ValueError("unexpected shape")
     except Exception:
@@ -460,9 +464,11 @@ def run_jobs(jobs: list[Job], parallel: int = 1, on_done: Callable[[Finished], N
     """
     import torch  # noqa: F401  imported once here, so that every forked child starts with it loaded
     import torch.distributed  # noqa: F401
-    import torch.optim  # noqa: F401  (pulls in torch._dynamo: seconds per process if each child did it)
+    import torch.optim  # noqa: F401
 
-    import dpcourse.launch  # noqa: F401
+    from dpcourse.launch import _preload
+
+    _preload()  # torch._dynamo, which each child's launch would otherwise import again: ~2 s per test
 
     pending = list(enumerate(jobs))[::-1]
     running: dict[int, tuple[int, _Running]] = {}  # fd -> (index, run)
@@ -515,7 +521,8 @@ def run_jobs(jobs: list[Job], parallel: int = 1, on_done: Callable[[Finished], N
                 else:
                     if chunk and len(run.res) < _RESULT_CAP:
                         run.res += chunk
-                    elif not chunk:
+                    if not chunk or _framed(run.res):  # end-of-file, or the whole result: done
+                        # (a process the learner left behind may hold the pipe open: no waiting for it)
                         sel.unregister(key.fd)
                         del running[key.fd]
                         run.res_open = False
@@ -530,6 +537,10 @@ def run_jobs(jobs: list[Job], parallel: int = 1, on_done: Callable[[Finished], N
         for index in list(active):
             close(index, timed_out=True)
         sel.close()
+
+
+def _framed(data: bytearray) -> bool:
+    return len(data) >= _LENGTH.size and len(data) >= _LENGTH.size + _LENGTH.unpack_from(data)[0]
 
 
 def _drain(run: _Running) -> None:
