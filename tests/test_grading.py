@@ -3,7 +3,9 @@
 Each file in tests/planted/ is the graded cell of a submission; its header says which exercise it
 is for and what must happen (``# expect: full`` or ``# expect: name of a test that must fail; ...``).
 Files with ``# hangs: yes`` deadlock or loop forever and are graded in a separate call with a short
-timeout. No test may leave a process behind.
+timeout. A file with ``# base: OTHER.py`` is a patch: one or more blocks ``<<<`` old lines ``===`` new
+lines ``>>>`` applied to OTHER's code, so a wrong variant shows only what it gets wrong. No test may
+leave a process behind.
 """
 
 from __future__ import annotations
@@ -63,6 +65,24 @@ def _grade(paths: list[Path], out: Path, *extra: str, timeout: float = 1500) -> 
     return done, reports
 
 
+_PATCH = re.compile(r"^<<<\n(.*?)^===\n(.*?)^>>>\n", re.S | re.M)
+
+
+def planted_source(path: Path) -> str:
+    """The code of a planted submission: the file itself, or its ``base`` with the file's patches applied."""
+    text = path.read_text()
+    base = _header(path).get("base")
+    if not base:
+        return text
+    code = planted_source(path.parent / base)
+    patches = _PATCH.findall(text)
+    assert patches, f"{path.name}: a patch file needs <<< old === new >>> blocks"
+    for old, new in patches:
+        assert code.count(old) == 1, f"{path.name}: this text must occur exactly once in {base}:\n{old}"
+        code = code.replace(old, new)
+    return code
+
+
 def _materialise(files: list[Path], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -71,7 +91,7 @@ def _materialise(files: list[Path], folder: Path) -> list[Path]:
         if f.suffix == ".ipynb":
             target.write_bytes(f.read_bytes())
         else:
-            nbformat.write(_notebook(f.read_text()), target)
+            nbformat.write(_notebook(planted_source(f)), target)
         paths.append(target)
     return paths
 
@@ -91,6 +111,17 @@ def _check_expectations(files: list[Path], reports: dict) -> None:
             assert name in scores, f"{f.name}: no test named {name!r}"
             assert scores[name]["score"] == 0, f"{f.name}: {name!r} passed"
             assert scores[name]["output"].strip() and scores[name]["output"] != "passed", f.name
+
+
+def test_every_exercise_has_three_planted_wrong_submissions_and_a_good_one():
+    from dpcourse.grading.framework import exercise_ids
+
+    files = _planted(hangs=False) + _planted(hangs=True)
+    for ex in exercise_ids():
+        mine = [f for f in files if _header(f).get("exercise") == ex]
+        wrong = [f.name for f in mine if _header(f).get("expect") != "full"]
+        assert len(wrong) >= 3, f"exercise {ex}: only {wrong} planted wrong"
+        assert any(_header(f).get("expect") == "full" for f in mine), f"exercise {ex}: no planted correct submission"
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Exercise 02: ``accumulate_gradients(model, loss_fn, x, y, micro_batches) -> float``.
 
 It must leave in ``.grad`` exactly the gradient of the full-batch mean loss (also when the batch does
-not split evenly), starting from zeroed gradients, and return the full-batch loss.
+not split evenly), starting from zeroed gradients, and return the full-batch loss; the model may see
+only one micro-batch at a time, and a ``micro_batches`` outside 1..N is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -88,3 +89,67 @@ _add("one sample per micro-batch", 5, 5, False, "every micro-batch holds one sam
 _add("gradients left over from before are cleared", 8, 2, False,
      "start by zeroing the gradients: what was in .grad before the call must not leak into the result.",
      stale=True)
+
+
+# --------------------------------------------------------------------------- memory and bad input
+
+def _run_sizes(learner: Any, params: dict, ctx: Context) -> dict:
+    """Record the batch size of every forward pass the model makes."""
+    model, loss_fn, x, y = _problem(ctx.seed, params["batch"], params["task"])
+    sizes: list[int] = []
+    model.register_forward_pre_hook(lambda module, inputs: sizes.append(int(inputs[0].shape[0])))
+    learner.accumulate_gradients(model, loss_fn, x, y, params["micro_batches"])
+    return {"sizes": sizes}
+
+
+def _judge_sizes(raw: Any, params: dict, seed: int) -> None:
+    n, k = params["batch"], params["micro_batches"]
+    largest = -(-n // k)
+    sizes = raw.get("sizes") if isinstance(raw, dict) else None
+    if not isinstance(sizes, list) or not all(isinstance(s, int) for s in sizes):
+        raise Fail("could not read back the sizes of the forward passes.")
+    if max(sizes, default=0) > largest:
+        raise Fail(f"the model saw {max(sizes)} samples in one forward pass; with {n} samples in {k} micro-batches "
+                   f"no pass may see more than {largest}: compute the returned loss from the micro-batches too.")
+    if sum(sizes) != n:
+        raise Fail(f"the forward passes saw {sum(sizes)} samples in all ({sizes}), expected each of the {n} "
+                   "samples exactly once.")
+
+
+def _run_bad_input(learner: Any, params: dict, ctx: Context) -> dict:
+    """What each bad ``micro_batches`` raises (the exception's type name, or None)."""
+    outcome = {}
+    for bad in params["bad"]:
+        model, loss_fn, x, y = _problem(ctx.seed, params["batch"], params["task"])
+        try:
+            learner.accumulate_gradients(model, loss_fn, x, y, bad)
+            outcome[repr(bad)] = None
+        except NotImplementedError:
+            raise  # not written yet: reported as such, like every other test
+        except Exception as exc:  # noqa: BLE001  which exception is exactly what is graded
+            outcome[repr(bad)] = [type(exc).__name__, isinstance(exc, ValueError), str(exc)[:200]]
+    return outcome
+
+
+def _judge_bad_input(raw: Any, params: dict, seed: int) -> None:
+    if not isinstance(raw, dict):
+        raise Fail("could not read back what the bad inputs raised.")
+    for bad in params["bad"]:
+        got = raw.get(repr(bad))
+        if got is None:
+            raise Fail(f"micro_batches={bad!r} with {params['batch']} samples raised nothing: raise ValueError "
+                       "saying that micro_batches must be a whole number from 1 to len(x).")
+        if not (isinstance(got, list) and len(got) == 3 and got[1] is True):
+            name = got[0] if isinstance(got, list) and got else "?"
+            raise Fail(f"micro_batches={bad!r} raised {name}, expected ValueError.")
+        if not str(got[2]).strip():
+            raise Fail(f"micro_batches={bad!r}: the ValueError has no message; say what is allowed.")
+
+
+SUITE.add("the model sees one micro-batch at a time", _run_sizes, _judge_sizes,
+          params={"batch": 10, "micro_batches": 3, "task": "classification"}, visible=False,
+          hint="run forward and backward on each piece; build the returned loss from the pieces' losses, not from "
+               "a forward pass over the whole batch.")
+SUITE.add("micro_batches outside 1..N raises ValueError", _run_bad_input, _judge_bad_input,
+          params={"batch": 6, "task": "classification", "bad": [0, 7, -1, 2.5]}, visible=False,
+          hint="check micro_batches first: a whole number from 1 to len(x), else raise ValueError(...).")
