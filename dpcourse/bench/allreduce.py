@@ -2,9 +2,10 @@
 
     dpcourse bench allreduce --world-size 4 --sizes 1KB,1MB,64MB --repeats 15 --json out.json --plot out.png
 
-For every size, one launch of ``world_size`` workers times the three algorithms in turn, round
-after round in a shuffled order (so a noisy neighbour hurts all three alike), and reports the median
-time, algorithm bandwidth and bus bandwidth of each, with the ratios ring/torch and ring/naive.
+For every size, ``world_size`` workers time the three algorithms in turn, round after round in a
+shuffled order (so a noisy neighbour hurts all three alike), in three launches whose rounds are
+pooled, and the median time, algorithm bandwidth and bus bandwidth of each are reported, with the
+ratios ring/torch and ring/naive.
 """
 
 from __future__ import annotations
@@ -108,8 +109,13 @@ def _progress(done: int, total: int, label: str, stream=sys.stderr) -> None:
 
 
 def run_benchmark(world_size: int, sizes: list[int], repeats: int = 15, backend: str | None = None,
-                  timeout: float = 600.0, progress: bool = True) -> dict[str, Any]:
-    """Measure all three algorithms at every size; return the JSON-ready result."""
+                  timeout: float = 600.0, progress: bool = True, launches: int = 3) -> dict[str, Any]:
+    """Measure all three algorithms at every size; return the JSON-ready result.
+
+    The ``repeats`` rounds of a size are spread over ``launches`` fresh groups of workers and pooled:
+    how fast a group is depends on where its processes and threads happen to run, and on a small
+    shared machine that varies from one launch to the next as much as from round to round.
+    """
     from dpcourse.launch import _choose_backend, launch
 
     if world_size < 1:
@@ -119,15 +125,21 @@ def run_benchmark(world_size: int, sizes: list[int], repeats: int = 15, backend:
     if not sizes or min(sizes) < 4:
         raise ValueError("--sizes must list sizes of at least 4 bytes, e.g. 1KB,1MB,64MB.")
     backend = _choose_backend(backend, world_size)
+    launches = max(1, min(launches, repeats))
+    split = [repeats // launches + (1 if i < repeats % launches else 0) for i in range(launches)]  # rounds per launch
     rows = []
     for i, nbytes in enumerate(sizes):
         if progress:
             _progress(i, len(sizes), f"measuring {format_size(nbytes)}")
-        times = launch(measure, world_size, nbytes, repeats, timeout=timeout, backend=backend)[0]
+        times: dict[str, list[float]] = {}
+        for seed, rounds in enumerate(split):
+            part = launch(measure, world_size, nbytes, rounds, ALGORITHMS, 2, seed, timeout=timeout, backend=backend)[0]
+            for name, ts in part.items():
+                times.setdefault(name, []).extend(ts)
         rows.append(_row(nbytes, world_size, times))
     if progress:
         _progress(len(sizes), len(sizes), "done")
-    return {"world_size": world_size, "backend": backend, "repeats": repeats, "dtype": "float32",
+    return {"world_size": world_size, "backend": backend, "repeats": repeats, "launches": launches, "dtype": "float32",
             "memory_bandwidth_GBps": memory_bandwidth(min(max(sizes), 64 << 20)) / 1e9 if max(sizes) >= 1024 else None,
             "results": rows}
 
@@ -136,7 +148,8 @@ def format_table(result: dict[str, Any]) -> str:
     """The result as a text table: median time and bandwidths per algorithm, then the ratios."""
     n = result["world_size"]
     lines = [f"all-reduce of float32 tensors on {n} rank(s), backend {result['backend']}, "
-             f"median of {result['repeats']} (algbw = size/time, busbw = algbw x 2(N-1)/N)",
+             f"median of {result['repeats']} rounds from {result.get('launches', 1)} launches "
+             "(algbw = size/time, busbw = algbw x 2(N-1)/N)",
              f"{'size':>7} | {'algorithm':>9} | {'time':>10} | {'algbw GB/s':>10} | {'busbw GB/s':>10}"]
     for row in result["results"]:
         for name in ALGORITHMS:
