@@ -87,6 +87,25 @@ def naive_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+_CLOSING_LINK: list = [None, None]  # [default process group, the group carrying rank 1 -> rank 0]
+
+
+def _closing_link(world: int):
+    """The process group for the message from the last rank to rank 0, or None for the default one.
+
+    With two ranks, the right and the left neighbour are the same process, and on gloo both directions
+    would share one connection, whose lock lets only one side post or move a message at a time: the
+    exchange runs about a third slower than two one-way transfers. So, with two ranks on gloo, the link
+    that closes the ring (rank 1 -> rank 0) gets a connection of its own, made once (every rank makes
+    it in its first call, as all ranks call an all-reduce together).
+    """
+    if world != 2 or dist.get_backend() != "gloo":
+        return None
+    if _CLOSING_LINK[0] is not dist.group.WORLD:
+        _CLOSING_LINK[:] = [dist.group.WORLD, dist.new_group(backend="gloo")]
+    return _CLOSING_LINK[1]
+
+
 @torch.no_grad()
 def ring_all_reduce(tensor: torch.Tensor, trace: list | None = None, segment_bytes: int = SEGMENT_BYTES) -> torch.Tensor:
     """Sum ``tensor`` over all ranks in place with the ring algorithm (reduce-scatter, all-gather).
@@ -94,14 +113,15 @@ def ring_all_reduce(tensor: torch.Tensor, trace: list | None = None, segment_byt
     The ``2 (N-1)`` steps form one chain: at step ``j`` a rank receives chunk ``rank-j-1`` from its
     left neighbour (adding it to its own during the first ``N-1`` steps, the reduce-scatter; keeping it
     as it is during the last ``N-1``, the all-gather) and passes on chunk ``rank-j``, which it received
-    at step ``j-1``. Three things make this as fast as gloo's own all_reduce:
+    at step ``j-1``. Four things make this as fast as gloo's own all_reduce:
 
     * receives are posted before the data can arrive (gloo sends a message only once the receiver has
       asked for it, so a late receive costs a round trip);
     * chunks bigger than ``segment_bytes`` travel as several messages, and each piece is forwarded as
       soon as it has been added, while the rest of the chunk is still on its way (a pipeline);
     * reduce-scatter pieces land in a scratch buffer (``N-1`` chunks, kept between calls); all-gather
-      pieces land straight in ``tensor``.
+      pieces land straight in ``tensor``;
+    * with two ranks on gloo, the two directions travel over two connections (see ``_closing_link``).
 
     If ``trace`` is a list, a copy of this rank's tensor is appended after every step as
     ``(phase, step, tensor)``, which is what the course's step-by-step ring picture is drawn from.
@@ -120,6 +140,9 @@ def ring_all_reduce(tensor: torch.Tensor, trace: list | None = None, segment_byt
     pieces = [[(i, min(i + per, c.numel())) for i in range(0, c.numel(), per)] for c in chunks]
     tags = max(len(p) for p in pieces)  # message (step j, piece k) has tag j * tags + k
     right, left = (rank + 1) % world, (rank - 1) % world
+    closing = _closing_link(world)
+    to_right = closing if rank == world - 1 else None  # None: the default group
+    from_left = closing if rank == 0 else None
     steps, reduce_steps = 2 * (world - 1), world - 1
     biggest = chunks[0].numel()  # chunk_bounds puts any extra elements in the first chunks
     scratch = _receive_buffer(reduce_steps * biggest, flat.dtype, flat.device)
@@ -130,13 +153,14 @@ def ring_all_reduce(tensor: torch.Tensor, trace: list | None = None, segment_byt
 
     def post_receives(j: int) -> list:
         c = (rank - j - 1) % world
-        return [dist.irecv(landing(j)[a:b], src=left, tag=j * tags + k) for k, (a, b) in enumerate(pieces[c])]
+        return [dist.irecv(landing(j)[a:b], src=left, tag=j * tags + k, group=from_left)
+                for k, (a, b) in enumerate(pieces[c])]
 
     # Every receive is asked for before the first send. An all-gather piece lands in `tensor` itself,
     # which is safe: it can only arrive after this rank has sent what it holds there. With a trace, the
     # all-gather receives are posted step by step, so that each snapshot shows only the steps done.
     receives = {j: post_receives(j) for j in range(reduce_steps if trace is not None else steps)}
-    sends = [dist.isend(chunks[rank][a:b], dst=right, tag=k) for k, (a, b) in enumerate(pieces[rank])]
+    sends = [dist.isend(chunks[rank][a:b], dst=right, tag=k, group=to_right) for k, (a, b) in enumerate(pieces[rank])]
     for j in range(steps):
         c = (rank - j - 1) % world
         if j not in receives:
@@ -146,7 +170,7 @@ def ring_all_reduce(tensor: torch.Tensor, trace: list | None = None, segment_byt
             if j < reduce_steps:
                 chunks[c][a:b].add_(landing(j)[a:b])
             if j + 1 < steps:  # pass the piece on at once: the next step sends this very chunk
-                sends.append(dist.isend(chunks[c][a:b], dst=right, tag=(j + 1) * tags + k))
+                sends.append(dist.isend(chunks[c][a:b], dst=right, tag=(j + 1) * tags + k, group=to_right))
         if trace is not None:
             phase, step = ("reduce-scatter", j + 1) if j < reduce_steps else ("all-gather", j - reduce_steps + 1)
             trace.append((phase, step, work.detach().clone().cpu()))

@@ -131,9 +131,9 @@ print(f"largest difference from dist.all_reduce: {max(errors):.1e}")
 assert max(errors) < 1e-5
 
 # %% [markdown]
-# **Three speed tricks.** The exercise asks for the plain version: each step posts its `irecv` and
+# **Four speed tricks.** The exercise asks for the plain version: each step posts its `irecv` and
 # `isend`, then waits. `dpcourse.collectives.ring_all_reduce` computes the same sums with the same
-# messages, plus three tricks that bring a ring written in Python level with gloo's own:
+# messages, plus four tricks that bring a ring written in Python level with gloo's own:
 #
 # 1. *Ask before the data comes.* gloo transmits a message only once the receiver has posted its
 #    `irecv`; a late receive costs a round trip. The library posts every receive of the call
@@ -143,6 +143,10 @@ assert max(errors) < 1e-5
 #    sent on the moment it has been added, without waiting for the rest of the step.
 # 3. *Pipeline big chunks.* A chunk over 4 MB travels as several messages; each piece is added
 #    and forwarded while the next is still arriving.
+# 4. *One connection per direction.* With two ranks, left and right neighbour are the same
+#    process, and gloo would carry both directions over one connection that only one side can use
+#    at a time. The message from the last rank back to rank 0 gets a process group (and so a
+#    connection) of its own.
 #
 # Read them in `inspect.getsource(ring_all_reduce)` once your own version passes.
 
