@@ -94,8 +94,8 @@ def _closing_link(world: int):
     """The process group for the message from the last rank to rank 0, or None for the default one.
 
     With two ranks, the right and the left neighbour are the same process, and on gloo both directions
-    would share one connection, whose lock lets only one side post or move a message at a time: the
-    exchange runs about a third slower than two one-way transfers. So, with two ranks on gloo, the link
+    would share one connection, whose lock lets only one side post or move a message at a time, so the
+    two directions would take turns instead of overlapping. So, with two ranks on gloo, the link
     that closes the ring (rank 1 -> rank 0) gets a connection of its own, made once (every rank makes
     it in its first call, as all ranks call an all-reduce together).
     """
