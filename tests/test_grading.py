@@ -4,8 +4,8 @@ Each file in tests/planted/ is the graded cell of a submission; its header says 
 is for and what must happen (``# expect: full`` or ``# expect: name of a test that must fail; ...``).
 Files with ``# hangs: yes`` deadlock or loop forever and are graded in a separate call with a short
 timeout. A file with ``# base: OTHER.py`` is a patch: one or more blocks ``<<<`` old lines ``===`` new
-lines ``>>>`` applied to OTHER's code, so a wrong variant shows only what it gets wrong. No test may
-leave a process behind.
+lines ``>>>`` applied to OTHER's code (a path relative to tests/planted/), so a wrong variant shows only
+what it gets wrong. No test may leave a process behind.
 """
 
 from __future__ import annotations
@@ -75,9 +75,7 @@ def planted_source(path: Path) -> str:
     if not base:
         return text
     code = planted_source(path.parent / base)
-    patches = _PATCH.findall(text)
-    assert patches, f"{path.name}: a patch file needs <<< old === new >>> blocks"
-    for old, new in patches:
+    for old, new in _PATCH.findall(text):  # none: the base as it is (e.g. the course's own module)
         assert code.count(old) == 1, f"{path.name}: this text must occur exactly once in {base}:\n{old}"
         code = code.replace(old, new)
     return code
@@ -316,3 +314,14 @@ def test_learner_code_never_runs_in_the_graders_process(tmp_path):
     assert reports[0].score == reports[0].max_score
     assert not marker.exists() and torch.allclose is not None
     assert not children()
+
+
+def test_only_code_counts_as_using_a_reference_not_comments_or_docstrings():
+    from dpcourse.grading.extract import references_used
+
+    refs = ("dpcourse.collectives", "torch.nn.parallel")
+    mentions = '"""Shaped like torch.nn.parallel.DistributedDataParallel."""\n# not dpcourse.collectives\nx = 1\n'
+    assert references_used(mentions, refs) == []
+    assert references_used("from torch.nn.parallel import DistributedDataParallel as D\n", refs) == ["torch.nn.parallel"]
+    assert references_used("import torch\nD = torch . nn . parallel . DistributedDataParallel\n", refs) == ["torch.nn.parallel"]
+    assert references_used("from dpcourse import collectives\n", refs) == ["dpcourse.collectives"]

@@ -9,8 +9,10 @@ their experiments. IPython magics and shell lines are dropped.
 from __future__ import annotations
 
 import ast
+import io
 import json
 import re
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -88,13 +90,29 @@ def _kept_from_other_cell(source: str, names: tuple[str, ...], references: tuple
     return ast.unparse(ast.Module(body=keep, type_ignores=[])) if keep else ""
 
 
+def _code_only(source: str) -> str:
+    """``source`` without its comments and string literals (a docstring may mention any module)."""
+    skip = {tokenize.COMMENT, tokenize.STRING} | {getattr(tokenize, n) for n in
+                                                  ("FSTRING_START", "FSTRING_MIDDLE", "FSTRING_END") if hasattr(tokenize, n)}
+    lines: dict[int, list[str]] = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type not in skip:
+                lines.setdefault(tok.start[0], []).append(tok.string)
+    except (tokenize.TokenError, SyntaxError):
+        return source  # code that does not tokenize is judged on its raw text
+    return re.sub(r"\s*\.\s*", ".", "\n".join(" ".join(toks) for _, toks in sorted(lines.items())))
+
+
 def references_used(source: str, references: tuple[str, ...]) -> list[str]:
-    """The course's reference modules that ``source`` imports or names."""
+    """The course's reference modules that the code in ``source`` imports or names (comments and
+    strings do not count)."""
+    code = _code_only(source)
     found = []
     for ref in references:
         parent, _, leaf = ref.rpartition(".")
         pattern = re.compile(rf"\b{re.escape(ref)}\b|from\s+{re.escape(parent)}\s+import\s+[^\n]*\b{leaf}\b")
-        if pattern.search(source):
+        if pattern.search(code):
             found.append(ref)
     return found
 

@@ -7,6 +7,7 @@
 ===
 >>>
 <<<
-        b.flat.div_(world)
+                torch.div(p.grad.reshape(-1), world, out=piece)  # copy and scale in one pass
 ===
+                piece.copy_(p.grad.reshape(-1))
 >>>
