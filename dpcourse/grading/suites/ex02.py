@@ -117,7 +117,7 @@ def _judge_sizes(raw: Any, params: dict, seed: int) -> None:
 
 
 def _run_bad_input(learner: Any, params: dict, ctx: Context) -> dict:
-    """What each bad ``micro_batches`` raises (the exception's type name, or None)."""
+    """What each bad ``micro_batches`` raised: ``[type name, is a ValueError, message]``, or None."""
     outcome = {}
     for bad in params["bad"]:
         model, loss_fn, x, y = _problem(ctx.seed, params["batch"], params["task"])
