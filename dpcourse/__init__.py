@@ -3,6 +3,7 @@
 from dpcourse.env import doctor
 from dpcourse.grading import check
 from dpcourse.launch import LaunchError, LaunchTimeout, WorkerError, device, launch, rank, world_size
+from dpcourse.network import Link, links
 
 __version__ = "0.1.0"
-__all__ = ["launch", "doctor", "check", "rank", "world_size", "device", "LaunchError", "LaunchTimeout", "WorkerError"]
+__all__ = ["launch", "Link", "links", "doctor", "check", "rank", "world_size", "device", "LaunchError", "LaunchTimeout", "WorkerError"]

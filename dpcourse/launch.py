@@ -151,6 +151,7 @@ def launch(
     threads: int = 1,
     env: dict[str, str] | None = None,
     start_method: str = "auto",
+    network: "Link | str | None" = None,  # noqa: F821 (dpcourse.network.Link)
 ) -> list[Any]:
     """Run ``fn(*args)`` on ``world_size`` workers and return their results in rank order.
 
@@ -162,10 +163,20 @@ def launch(
     threads per worker; ``env`` adds environment variables for the workers. ``start_method`` is
     ``"fork"`` (fast; the default), ``"spawn"`` (fresh interpreters, ``fn`` pickled by value; the
     default once CUDA is initialised here, where forking would break CUDA in the workers) or
-    ``"auto"``.
+    ``"auto"``. ``network`` runs the ranks on a simulated link (a preset's name from
+    ``dpcourse.links()`` or a ``dpcourse.Link``): every message then takes as long as that link
+    says, while the results stay bit-identical (see :mod:`dpcourse.network`).
     """
     _validate(fn, world_size, timeout)
-    backend = _choose_backend(backend, world_size)
+    from dpcourse.network import resolve
+
+    link = resolve(network)
+    if link is not None and backend not in (None, "gloo"):
+        raise LaunchError(f"network= simulates a link over gloo on CPU; backend={backend!r} can't carry it: "
+                          "drop backend= or network=.")
+    backend = _choose_backend("gloo" if link is not None else backend, world_size)
+    if link is not None:
+        print(f"[network] {world_size} rank(s) on {link}", flush=True)
 
     import torch
 
@@ -183,7 +194,7 @@ def launch(
         # running at the same moment (two notebooks, parallel tests) never collide.
         rendezvous = tempfile.mkdtemp(prefix="dpcourse-")
         config = dict(world_size=world_size, backend=backend, store=os.path.join(rendezvous, "store"),
-                      timeout=timeout, threads=threads, env=dict(env or {}))
+                      timeout=timeout, threads=threads, env=dict(env or {}), network=link)
         workers: list[_Worker] = []
         try:
             for r in range(world_size):
@@ -539,7 +550,12 @@ def _run(fn: Callable, args: tuple, r: int, config: dict, res_fd: int, ack_fd: i
         if config["backend"] == "nccl":
             torch.cuda.set_device(r)
             _DEVICE = f"cuda:{r}"
-        dist.init_process_group(config["backend"], store=store, rank=r, world_size=config["world_size"],
+        backend = config["backend"]
+        if config.get("network") is not None:
+            from dpcourse.network import use_link
+
+            backend = use_link(config["network"], r)
+        dist.init_process_group(backend, store=store, rank=r, world_size=config["world_size"],
                                 timeout=timeout)
         result = fn(*args)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt in a worker are failures too
