@@ -31,9 +31,32 @@
 # * **Bad input.** If `micro_batches` is not a whole number from 1 to `N`, raise `ValueError` with a
 #   message that says what is allowed.
 #
-# **Hint.** The full-batch mean is $\frac1N\sum_i \ell_i = \sum_j \frac{n_j}{N}\,L_j$, where $L_j$ is
-# the mean loss of micro-batch $j$ and $n_j$ its size. Which factor should multiply $L_j$ before
+# **Hints** (click to open; try each one before the next):
+#
+# <details><summary>Hint 1</summary>
+#
+# Ten samples in pieces of 4, 3 and 3. Dividing each piece's mean loss by 3 gives every piece the
+# same weight: does every *sample* then count equally, as it does in the full-batch mean? Which
+# samples count too much?
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# Write the full-batch mean as a sum over the pieces: with $L_j$ the mean loss of piece $j$ and
+# $n_j$ its size, $\frac1N\sum_i \ell_i = \sum_j \frac{n_j}{N}\,L_j$. `backward()` adds into
+# `.grad`, so the sum over $j$ happens by itself. Which factor should multiply $L_j$ before
 # `backward()`?
+#
+# </details>
+#
+# <details><summary>Hint 3 (the answer)</summary>
+#
+# Zero the gradients once, then for each piece `(xs, ys)` call
+# `(loss_fn(model(xs), ys) * len(xs) / N).backward()`. The full-batch mean loss is the sum of
+# these weighted losses (take `.item()` of each).
+#
+# </details>
 
 # %%
 import matplotlib.pyplot as plt

@@ -21,11 +21,38 @@
 # * Use only `send`/`recv`/`isend`/`irecv`.
 # * The entry for the calling rank is a *copy* of its own tensor (changing it later must not change
 #   the input).
-# * Careful with the order: if every rank first waits in a blocking `recv`, nobody is sending.
+# * It must not hang, for any world size.
 #
-# **Hints.** `dist.get_rank()`, `dist.get_world_size()`. A receiver must allocate its buffer
-# first: `torch.empty_like(tensor)`. `send`/`recv` need contiguous memory. With `isend`/`irecv`,
-# post everything, then `wait()` on every request.
+# **Tools.** `dist.get_rank()`, `dist.get_world_size()`. A receiver must allocate its buffer
+# first: `torch.empty_like(tensor)`. `send`/`recv` need contiguous memory (`tensor.contiguous()`
+# is the tensor itself when it already is). `dist.isend` / `dist.irecv` start a transfer and
+# return a request; its `wait()` blocks until the transfer is done.
+#
+# **Hints for the all-gather** (click to open; try each one before the next):
+#
+# <details><summary>Hint 1</summary>
+#
+# Suppose every rank first receives the other ranks' tensors, in rank order, with blocking
+# `dist.recv` calls, and sends its own tensor afterwards. On 2 ranks: what is rank 0 waiting for
+# in its first call, and what is rank 1 doing at that moment?
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# A blocking `recv` only returns when its sender has called `send`. Either choose an order of
+# blocking calls in which every `recv` has a matching `send` already under way, or avoid choosing
+# an order at all: can you *start* every transfer first, and only then wait?
+#
+# </details>
+#
+# <details><summary>Hint 3 (the answer)</summary>
+#
+# Allocate `world_size` buffers, copy your own tensor into yours, then for every other rank post
+# `dist.irecv(buffers[other], src=other)` and `dist.isend(mine, dst=other)`, keep the requests,
+# and `wait()` on all of them at the end.
+#
+# </details>
 
 # %%
 import torch

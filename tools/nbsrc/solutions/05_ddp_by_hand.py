@@ -44,14 +44,51 @@
 # * **Unused parameters.** A parameter without a gradient on some rank takes part with zeros. If
 #   **no** rank produced a gradient for it in this step, its `.grad` must stay `None`, as in
 #   single-process training (optimizers skip such parameters; with weight decay or momentum a zero
-#   gradient would still move them). Hint: send one extra number per parameter in the bucket, a
-#   "had a gradient" flag, and look at its sum.
+#   gradient would still move them). How a rank can learn that, without a collective of its own,
+#   is the puzzle of this task: see the hints below.
 # * **`no_sync()`** is a context manager. Backward passes inside it communicate nothing: the
 #   gradients just accumulate in `.grad`, and `finish_gradient_synchronization()` does nothing.
 #   The next backward outside it averages the accumulated sum as usual.
 #
 # The skeleton suggests two helpers, `_grad_ready(p)` (the hook) and `_send(i)` (start bucket `i`'s
 # all-reduce); organise the inside as you like, as long as the names and behaviour above stay.
+#
+# **Hints** (click to open; try each one before the next):
+#
+# <details><summary>Hint 1: when is a bucket full?</summary>
+#
+# A hook fires once per parameter and only tells you *which* parameter is ready. What could each
+# bucket keep, from one hook call to the next, so that the hook of its last parameter knows the
+# bucket is now complete? And if bucket 1 completes before bucket 0, what must wait?
+#
+# </details>
+#
+# <details><summary>Hint 2: a counter per bucket</summary>
+#
+# Give each bucket a count of the gradients it still waits for, set at construction and reset after
+# every synchronisation. The hook lowers its bucket's count, then sends every bucket, from the next
+# unsent one on, whose count has reached zero, and stops at the first that has not: that keeps the
+# bucket order. Keep each started `Work` with its flat tensor, so that
+# `finish_gradient_synchronization()` can wait and copy back.
+#
+# </details>
+#
+# <details><summary>Hint 3: unused parameters</summary>
+#
+# After the all-reduce, a parameter that no rank used looks exactly like one whose gradients summed
+# to zero. What one extra number per parameter could every rank put in the bucket, so that its sum
+# tells "nobody had a gradient" apart from "the gradients cancelled"?
+#
+# </details>
+#
+# <details><summary>Hint 4 (the answer for unused parameters)</summary>
+#
+# Append to each bucket's flat tensor one flag per parameter: `1.0` if this rank has a gradient for
+# it, `0.0` if not (its gradient then takes part as zeros). After the all-reduce a flag sum of zero
+# means no rank had a gradient: leave that parameter's `.grad` at `None`; otherwise write the
+# averaged gradient back.
+#
+# </details>
 #
 # The test that matters: with equal shards of each global batch, every rank ends with the
 # parameters that single-process training on the full batch gives, after several steps, for world
@@ -330,16 +367,23 @@ for world in (2, 4):
 # %% [markdown]
 # ## How fast is it?
 #
-# The same 2.4 M-parameter model and global batch, two ranks, measured in one launch in turns:
-# your `average_gradients`, your `BucketedDDP` and PyTorch's `DistributedDataParallel`. The
-# numbers are this run's; on 2 CPU cores they are close to each other and noisy. For the full
-# comparison on a 9 M-parameter model, run `dpcourse bench ddp --world-size 2` in a terminal.
+# Lesson 05's timing model and global batch (`WideMLP(256, 768, 3)`, 128 samples), two ranks,
+# measured in one launch in turns: your `average_gradients`, your `BucketedDDP` and PyTorch's
+# `DistributedDataParallel`. The numbers are this run's; on 2 CPU cores they are noisy, so read
+# them as an order of magnitude, not a ranking. For the full comparison on a bigger model, run
+# `dpcourse bench ddp --world-size 2` in a terminal.
 
 # %%
 from torch.nn.parallel import DistributedDataParallel
 
+from dpcourse.models import count_parameters
+
+FEATURES, WIDTH, DEPTH = 256, 768, 3   # lesson 05's model
+print(f"model: WideMLP({FEATURES}, {WIDTH}, {DEPTH}), {count_parameters(WideMLP(FEATURES, WIDTH, DEPTH)) / 1e6:.2f} M parameters")
+
+
 def step_times(steps=4):
-    data = synthetic_classification(128, features=256, seed=0)
+    data = synthetic_classification(128, features=FEATURES, seed=0)
     x, y = (shard(t, dpcourse.rank(), dpcourse.world_size()) for t in data.tensors)
     variants = {
         "average_gradients": lambda m: (m, lambda: average_gradients(m)),
@@ -349,7 +393,7 @@ def step_times(steps=4):
     result = {}
     for name, wrap in variants.items():
         torch.manual_seed(0)
-        model = WideMLP(256, 1024, 3)
+        model = WideMLP(FEATURES, WIDTH, DEPTH)
         net, after_backward = wrap(model)
         opt = torch.optim.SGD(model.parameters(), lr=0.05)
         times = []

@@ -45,6 +45,40 @@
 #
 # Do not import `dpcourse.ddp` or `dpcourse.ladder` (the course's own code): graded code that uses
 # them scores 0.
+#
+# **Hints** (click to open; try each one before the next):
+#
+# <details><summary>Hint 1: which backward communicates?</summary>
+#
+# With `accumulate = 3`, an optimizer step runs three micro-batches. Which of the three backward
+# passes must all-reduce, and how can the loop tell that micro-batch from the other two, using only
+# its index `i`?
+#
+# </details>
+#
+# <details><summary>Hint 2: the accumulation loop</summary>
+#
+# `(i + 1) % accumulate == 0` marks the last micro-batch of a step: run it normally and step the
+# optimizer after it; run the others under `ddp.no_sync()`. Scale each loss by `1 / accumulate`, as
+# `train_single` does (the per-rank loader gives every rank full micro-batches).
+#
+# </details>
+#
+# <details><summary>Hint 3: checkpoints</summary>
+#
+# DDP broadcasts rank 0's *parameters* when you wrap the model, but nothing else: each rank's
+# optimizer (with its momentum) is its own. So where must the checkpoint be loaded, and by whom?
+# And what stops rank 1 from reading the file while rank 0 is still writing it?
+#
+# </details>
+#
+# <details><summary>Hint 4 (the answer for checkpoints)</summary>
+#
+# Every rank loads the checkpoint into its plain model and its optimizer *before* wrapping the model
+# in `DDP`. Rank 0 saves `model.state_dict()` of the plain model (so no `module.` prefix), and every
+# rank then calls `dist.barrier()`: nobody goes on, or reads the file, before it is complete.
+#
+# </details>
 
 # %%
 import contextlib
