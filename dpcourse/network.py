@@ -335,7 +335,10 @@ class SimulatedProcessGroup(dist.ProcessGroup):
                 wire.mark = time.monotonic()
                 fut.set_result(result)
 
-            wire.at(end, done)
+            # Finish on a pool thread, never on the timer itself: a future's .then() callbacks run in
+            # the thread that sets its result, and a comm hook's callback may start a collective and
+            # wait on it (PowerSGD does), which on the timer thread would wait for itself forever.
+            wire.at(end, lambda: wire.waiters.submit(done))
 
         wire.waiters.submit(wait_then_schedule)
         return torch._C._distributed_c10d._create_work_from_future(fut)
