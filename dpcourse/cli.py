@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -16,16 +15,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
-    """Start JupyterLab on the lessons folder (as root it needs --allow-root)."""
-    root = Path(__file__).resolve().parent.parent
-    lessons = root / "lessons" if (root / "lessons").is_dir() else Path.cwd()
-    cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={lessons}"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")
-    cmd += args.jupyter_args
-    print("starting:", " ".join(cmd), flush=True)
-    os.execv(sys.executable, cmd)
-    return 0  # not reached
+    from dpcourse import lab
+
+    return lab.main(args.jupyter_args)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -65,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="what this machine offers and what to expect")
     p.set_defaults(func=_cmd_doctor)
 
-    p = sub.add_parser("lab", help="start JupyterLab on lessons/")
-    p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
+    p = sub.add_parser("lab", help="start JupyterLab on the course, opened on the course map",
+                       description="JupyterLab on the whole course (lessons/, exercises/, solutions/), opened on "
+                                   "lessons/index.ipynb. Every other option goes to jupyter lab, e.g. to serve a "
+                                   "class: dpcourse lab --no-browser --ip=0.0.0.0 --port=8888 "
+                                   "--IdentityProvider.token=SECRET (jupyter lab --help-all lists them).")
+    p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="options passed on to jupyter lab")
     p.set_defaults(func=_cmd_lab)
 
     p = sub.add_parser("bench", help="benchmarks that print numbers and ratios measured side by side")
@@ -82,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed rounds per size; the median is reported (a shared machine needs many)")
     b.add_argument("--json", type=Path)
     b.add_argument("--plot", type=Path)
+    b = bsub.add_parser("network", help="the simulated link against its alpha-beta model; overlap vs flat on a cluster link")
+    b.add_argument("--link", default="1GbE", help="preset for the all-reduce part (dpcourse.links() lists them)")
+    b.add_argument("--sizes", type=_sizes, default="1MB,4MB,16MB,64MB")
+    b.add_argument("--world-sizes", default="2,4")
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--cluster", default="InfiniBand NDR", help="preset for the DDP part, dilated for --gpu")
+    b.add_argument("--gpu", default="A100", help="the GPU the DDP part's cluster stands for: T4, A100, H100, H200")
+    b.add_argument("--steps", type=int, default=8)
+    b.add_argument("--json", type=Path)
     b = bsub.add_parser("ddp", help="single process vs hand-written DDP vs torch DDP")
     b.add_argument("--world-size", type=int, default=2)
     b.add_argument("--steps", type=int, default=10)
@@ -107,10 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("demo-out"))
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("release", help="regenerate exercises/ from solutions/")
+    p = sub.add_parser("release", help="regenerate exercises/ from solutions/ (never replacing a learner's edits)")
     p.add_argument("--solutions", type=Path, default=Path("solutions"))
     p.add_argument("--exercises", type=Path, default=Path("exercises"))
-    p.add_argument("--check", action="store_true", help="only report exercises that differ; exit 1 if any")
+    p.add_argument("--check", action="store_true",
+                   help="only report exercises that differ and why (a learner's edits, or a changed solution); "
+                        "exit 1 if any")
+    p.add_argument("--force", action="store_true",
+                   help="also replace exercises someone has edited or run (each is copied to exercises/backups/ first)")
     p.set_defaults(func=_cmd_release)
 
     p = sub.add_parser("grade", help="grade submitted exercise notebooks")
@@ -126,7 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv[:1] == ["lab"] and argv[1:] not in (["-h"], ["--help"]):
+        # everything after "lab" is Jupyter's (argparse would reject --port=... as unknown)
+        args = argparse.Namespace(command="lab", func=_cmd_lab, jupyter_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

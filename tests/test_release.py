@@ -10,13 +10,21 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dpcourse.grading.release import PLACEHOLDER, ReleaseError, main, release_notebook, strip_solutions
+from dpcourse.grading.release import (
+    BACKUPS,
+    PLACEHOLDER,
+    ReleaseError,
+    cells_hash,
+    main,
+    release_notebook,
+    strip_solutions,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _args(solutions: Path, exercises: Path, check: bool = False) -> argparse.Namespace:
-    return argparse.Namespace(solutions=solutions, exercises=exercises, check=check)
+def _args(solutions: Path, exercises: Path, check: bool = False, force: bool = False) -> argparse.Namespace:
+    return argparse.Namespace(solutions=solutions, exercises=exercises, check=check, force=force)
 
 
 def _solution(folder: Path, name: str, *sources: str, tags=("graded",)) -> Path:
@@ -85,7 +93,8 @@ def test_outputs_counts_and_widget_state_are_cleared(tmp_path):
     assert main(_args(tmp_path / "solutions", tmp_path / "exercises")) == 0
     nb = nbformat.read(tmp_path / "exercises" / "05_y.ipynb", as_version=4)
     nbformat.validate(nb)
-    assert "widgets" not in nb.metadata and nb.metadata["dpcourse"] == {"exercise": "05"}
+    assert "widgets" not in nb.metadata and nb.metadata["dpcourse"]["exercise"] == "05"
+    assert nb.metadata["dpcourse"]["released"] == cells_hash(nb)  # what release wrote, recorded in the file
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None and "execution" not in c.metadata for c in code)
     assert all(c.metadata["tags"] == ["graded"] for c in code)
@@ -101,7 +110,12 @@ def test_check_reports_drift_and_release_fixes_it(tmp_path, capsys):
     assert main(_args(sol, ex)) == 0
     assert main(_args(sol, ex, check=True)) == 0
     _solution(sol, "02_a.ipynb", SOURCE.replace("total = 0", "total = 1"))
-    assert main(_args(sol, ex, check=True)) == 1 and "stale" in capsys.readouterr().out
+    assert main(_args(sol, ex, check=True)) == 1
+    out = capsys.readouterr().out
+    assert "solution changed since the last release" in out and "nobody has edited it" in out
+    assert main(_args(sol, ex)) == 0 and "wrote" in capsys.readouterr().out  # nobody's work in it: no copy needed
+    assert not (ex / BACKUPS).exists()
+    assert main(_args(sol, ex, check=True)) == 0
 
 
 def test_writes_only_into_the_exercises_folder(tmp_path, capsys):
@@ -143,3 +157,98 @@ def test_every_solution_has_graded_regions_and_its_exercise_has_none():
         text = nbformat.writes(exercise)
         assert "### BEGIN SOLUTION" not in text and "### END SOLUTION" not in text, path.name
         assert PLACEHOLDER.split("(")[0] in text, path.name
+
+
+# --------------------------------------------------------------------------- a learner's work is never lost
+
+def _edit(path: Path, new_source: str, run: bool = False) -> bytes:
+    """What a learner does: write code into the graded cell (and maybe run it); return the file's bytes."""
+    nb = nbformat.read(path, as_version=4)
+    graded = next(c for c in nb.cells if "graded" in c.metadata.get("tags", []))
+    graded.source = new_source
+    if run:
+        graded.execution_count = 1
+        graded.outputs = [nbformat.v4.new_output("stream", name="stdout", text="42\n")]
+    nbformat.write(nb, path)
+    return path.read_bytes()
+
+
+def _released(tmp_path: Path) -> tuple[Path, Path, Path]:
+    sol, ex = tmp_path / "solutions", tmp_path / "exercises"
+    _solution(sol, "04_ring.ipynb", SOURCE)
+    assert main(_args(sol, ex)) == 0
+    return sol, ex, ex / "04_ring.ipynb"
+
+
+def test_an_edited_exercise_is_kept_while_its_solution_is_unchanged(tmp_path, capsys):
+    sol, ex, target = _released(tmp_path)
+    mine = _edit(target, "def f(x, y):\n    return x * y  # my own answer\n")
+    assert main(_args(sol, ex)) == 0
+    out = capsys.readouterr().out
+    assert target.read_bytes() == mine and "kept" in out and "a learner has edited it" in out
+    assert main(_args(sol, ex, check=True)) == 1
+    out = capsys.readouterr().out
+    assert "a learner has edited it; the solution is unchanged" in out and "solution changed" not in out
+
+
+def test_a_changed_solution_never_replaces_an_edited_exercise_without_force(tmp_path, capsys):
+    sol, ex, target = _released(tmp_path)
+    mine = _edit(target, "def f(x, y):\n    return x * y  # my own answer\n")
+    _solution(sol, "04_ring.ipynb", SOURCE.replace("total = 0", "total = 0  # a clearer start"))
+    capsys.readouterr()
+    assert main(_args(sol, ex, check=True)) == 1
+    assert "a learner has edited it, and the solution changed since the last release" in capsys.readouterr().out
+    assert main(_args(sol, ex)) == 1
+    out = capsys.readouterr().out
+    assert target.read_bytes() == mine
+    assert "not replaced" in out and "--force" in out and "wrote" not in out and "run dpcourse release" not in out
+    assert not (ex / BACKUPS).exists()
+
+    assert main(_args(sol, ex, force=True)) == 0  # told to: the learner's file is copied first
+    out = capsys.readouterr().out
+    copies = sorted((ex / BACKUPS).iterdir())
+    assert len(copies) == 1 and copies[0].read_bytes() == mine and str(copies[0]) in out
+    assert copies[0].name.startswith("04_ring.") and copies[0].suffix == ".ipynb"
+    assert "# a clearer start" in target.read_text() and main(_args(sol, ex, check=True)) == 0
+
+    again = _edit(target, "def f(x, y):\n    return 0  # second try\n")
+    assert main(_args(sol, ex, force=True)) == 0  # a second copy never overwrites the first
+    copies = sorted((ex / BACKUPS).iterdir())
+    assert len(copies) == 2 and {c.read_bytes() for c in copies} == {mine, again}
+
+
+def test_outputs_of_a_run_count_as_the_learners_too(tmp_path, capsys):
+    sol, ex, target = _released(tmp_path)
+    graded = next(c for c in nbformat.read(target, as_version=4).cells if "graded" in c.metadata.get("tags", []))
+    ran = _edit(target, graded.source, run=True)  # same code, run: outputs and a count
+    assert main(_args(sol, ex)) == 0 and target.read_bytes() == ran
+    _solution(sol, "04_ring.ipynb", SOURCE.replace("total = 0", "total = 0  # changed"))
+    capsys.readouterr()
+    assert main(_args(sol, ex, check=True)) == 1
+    assert "outputs from a run (code as released), and the solution changed" in capsys.readouterr().out
+    assert main(_args(sol, ex)) == 1 and target.read_bytes() == ran
+
+
+def test_an_exercise_from_before_release_records_is_judged_by_its_code(tmp_path, capsys):
+    sol, ex, target = _released(tmp_path)
+    nb = nbformat.read(target, as_version=4)
+    del nb.metadata["dpcourse"]["released"]  # as written by an older release
+    nbformat.write(nb, target)
+    assert main(_args(sol, ex)) == 0 and "wrote" in capsys.readouterr().out  # same code as now: safe to record
+    assert "released" in nbformat.read(target, as_version=4).metadata["dpcourse"]
+
+    nb = nbformat.read(target, as_version=4)
+    del nb.metadata["dpcourse"]["released"]
+    nbformat.write(nb, target)
+    mine = _edit(target, "def f(x, y):\n    return 1\n")
+    assert main(_args(sol, ex)) == 1 and target.read_bytes() == mine  # can't tell whose: keep it
+    assert "--force" in capsys.readouterr().out
+    assert main(_args(sol, ex, check=True)) == 1 and "edited, or released before" in capsys.readouterr().out
+
+
+def test_an_exercise_that_is_no_notebook_any_more_is_kept(tmp_path, capsys):
+    sol, ex, target = _released(tmp_path)
+    target.write_text('{"cells": [ half a notebook')
+    assert main(_args(sol, ex)) == 1 and target.read_text() == '{"cells": [ half a notebook'
+    assert main(_args(sol, ex, force=True)) == 0
+    assert [c.read_text() for c in (ex / BACKUPS).iterdir()] == ['{"cells": [ half a notebook']

@@ -1,26 +1,51 @@
-"""``dpcourse release [--solutions DIR] [--exercises DIR] [--check]``: exercises from their solutions.
+"""``dpcourse release [--solutions DIR] [--exercises DIR] [--check] [--force]``: exercises from their solutions.
 
 In every code cell, each region between a line ``### BEGIN SOLUTION`` and a line ``### END SOLUTION``
 becomes one ``raise NotImplementedError(...)`` at the region's indentation; code outside the regions
 stays. Outputs, execution counts and widget state are cleared, and the exercise id is recorded in the
 notebook's metadata; cell ids are numbered, so that an unchanged solution always gives the same exercise.
 Only the exercises folder given is written to, one file per solution, same name.
+
+An exercise is a learner's workspace, so release never loses what is in one. Each exercise records
+what release wrote into it (``metadata.dpcourse.released``: a hash of its cells). Comparing that record
+with the cells now in the file tells whether a learner has edited (or run) it; comparing it with what
+the solution gives now tells whether the solution changed since. An exercise someone has changed is
+never replaced unless ``--force`` is given, and then only after a copy has been kept in
+``exercises/backups/NAME.<time>.ipynb`` (a new file each time, never overwritten).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import json
 import re
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
-__all__ = ["main", "release_notebook", "strip_solutions", "ReleaseError", "BEGIN", "END", "PLACEHOLDER"]
+__all__ = [
+    "BACKUPS",
+    "BEGIN",
+    "END",
+    "PLACEHOLDER",
+    "ReleaseError",
+    "State",
+    "backup",
+    "cells_hash",
+    "compare",
+    "main",
+    "release_notebook",
+    "strip_solutions",
+]
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 PLACEHOLDER = 'raise NotImplementedError("your code here: replace this line with your solution")'
+BACKUPS = "backups"  # inside the exercises folder
 
 
 class ReleaseError(ValueError):
@@ -77,10 +102,24 @@ def release_notebook(solution: Path) -> nbformat.NotebookNode:
     if total == 0:
         raise ReleaseError(f"{solution}: no '{BEGIN}' / '{END}' region in any cell: mark the learner's code.")
     nb.metadata.pop("widgets", None)
+    record = dict(nb.metadata.get("dpcourse") or {})
     m = re.match(r"(\d\d)_", solution.name)
-    if m:
-        nb.metadata["dpcourse"] = {"exercise": m[1]}
+    if m and "exercise" not in record:  # the grader reads the exercise from here, whatever the file is called
+        record["exercise"] = m[1]
+    record["released"] = cells_hash(nb)
+    nb.metadata["dpcourse"] = record
     return nb
+
+
+def cells_hash(nb: dict) -> str:
+    """A hash of what a learner writes in a notebook: every cell's type and source (not outputs or ids)."""
+    cells = [[c.get("cell_type", ""), "".join(s) if isinstance(s := c.get("source", ""), list) else str(s)]
+             for c in nb.get("cells", []) if isinstance(c, dict)]
+    return "sha256:" + hashlib.sha256(json.dumps(cells, ensure_ascii=False).encode()).hexdigest()
+
+
+def _has_outputs(nb: dict) -> bool:
+    return any(c.get("outputs") or c.get("execution_count") for c in nb.get("cells", []) if isinstance(c, dict))
 
 
 def _text(nb: nbformat.NotebookNode) -> str:
@@ -88,9 +127,116 @@ def _text(nb: nbformat.NotebookNode) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
+@dataclass
+class State:
+    """How an exercise on disk stands against what release would write now.
+
+    ``kind``: ``missing``, ``current`` (byte for byte), ``solution-changed`` (nobody touched it since
+    the last release; the solution has changed), ``edited`` (its cells differ from what the last
+    release wrote), ``ran`` (same cells as released, with outputs from a run), ``unrecorded`` (written
+    by an older release, before releases were recorded: same cells as now, no outputs), ``unknown``
+    (no record, and cells other than what release writes now), ``unreadable``.
+    """
+
+    kind: str
+    solution_changed: bool = False
+
+    @property
+    def learners(self) -> bool:
+        """True when the file holds something release did not write (edits, outputs, or can't tell)."""
+        return self.kind in ("edited", "ran", "unknown", "unreadable")
+
+
+def compare(current: str | None, new: nbformat.NotebookNode) -> State:
+    """Where ``current`` (the exercise's text, None when there is none) stands against ``new``."""
+    if current is None:
+        return State("missing")
+    if current == _text(new):
+        return State("current")
+    try:
+        nb = json.loads(current)
+        assert isinstance(nb, dict) and isinstance(nb.get("cells"), list)
+    except (ValueError, AssertionError):
+        return State("unreadable", True)
+    record = (nb.get("metadata") or {}).get("dpcourse") or {}
+    released = record.get("released") if isinstance(record, dict) else None
+    now, wanted = cells_hash(nb), new.metadata["dpcourse"]["released"]
+    if released is None:  # written before releases were recorded: its cells alone can tell
+        if now == wanted:
+            return State("ran" if _has_outputs(nb) else "unrecorded", False)
+        return State("unknown", True)
+    changed = released != wanted
+    if now != released:
+        return State("edited", changed)
+    if _has_outputs(nb):
+        return State("ran", changed)
+    return State("solution-changed" if changed else "current", changed)
+
+
+def backup(target: Path) -> Path:
+    """Copy ``target`` to ``backups/NAME.<time>.ipynb`` beside it, a new file every time; return its path."""
+    folder = target.parent / BACKUPS
+    folder.mkdir(parents=True, exist_ok=True)
+    data = target.read_bytes()
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%S")
+    for n in range(1, 10_000):
+        path = folder / f"{target.stem}.{stamp}{'' if n == 1 else f'-{n}'}{target.suffix}"
+        try:
+            with open(path, "xb") as f:  # "x": never overwrite an earlier copy
+                f.write(data)
+            return path
+        except FileExistsError:
+            continue
+    raise OSError(f"cannot find a free backup name for {target} in {folder}")
+
+
+_CHECK = {
+    "missing": "missing: {t}: run dpcourse release",
+    "solution-changed": "solution changed since the last release: {t}: nobody has edited it; dpcourse release "
+                        "updates it",
+    "unrecorded": "written by an older release: {t}: same code as now, no record of the release in it; "
+                  "dpcourse release records it",
+    "unreadable": "unreadable: {t} is not a notebook any more; dpcourse release leaves it alone (--force "
+                  "replaces it, keeping a copy)",
+}
+
+
+def _check_line(state: State, target: Path) -> str:
+    t = str(target)
+    if state.kind in _CHECK:
+        return _CHECK[state.kind].format(t=t)
+    if state.kind == "unknown":
+        return (f"edited, or released before releases were recorded: {t}: its code is not what the solution gives "
+                "now; dpcourse release leaves it alone (--force replaces it, keeping a copy)")
+    what = "a learner has edited it" if state.kind == "edited" else "it holds outputs from a run (code as released)"
+    if state.solution_changed:
+        return (f"{what}, and the solution changed since the last release: {t}: dpcourse release leaves it alone "
+                "(--force replaces it, keeping a copy)")
+    return f"{what}; the solution is unchanged: {t}: nothing to release"
+
+
+def _release_one(state: State, target: Path, text: str, force: bool) -> tuple[str, int]:
+    """Write ``text`` to ``target`` if that loses nothing (or ``force``: after a backup); (message, status)."""
+    if state.kind == "current":
+        return f"unchanged {target}", 0
+    if state.learners and not (force or state.solution_changed):
+        return f"kept {target}: {_check_line(state, target).split(': ', 1)[0]}", 0
+    if state.learners and not force:
+        why = _check_line(state, target).split(": ")[0]
+        return f"not replaced: {target}: {why}. Rerun with --force to replace it; a copy is kept first.", 1
+    note = ""
+    if state.learners:
+        note = f" (the previous version is kept in {backup(target)})"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return f"wrote {target}{note}", 0
+
+
 def main(args: argparse.Namespace) -> int:
-    """Entry point of ``dpcourse release``: 0 when all is well, 1 on a bad solution or drift (``--check``)."""
+    """Entry point of ``dpcourse release``: 0 when all is well, 1 on a bad solution, an exercise it would not
+    replace, or (``--check``) any exercise not byte-identical to what release would write."""
     solutions, exercises = Path(args.solutions), Path(args.exercises)
+    force = bool(getattr(args, "force", False))
     if not solutions.is_dir():
         print(f"dpcourse release: no solutions folder {solutions}: run it from the course's root or pass "
               "--solutions DIR.", file=sys.stderr)
@@ -109,23 +255,20 @@ def main(args: argparse.Namespace) -> int:
         target = exercises / solution.name
         expected.add(solution.name)
         try:
-            text = _text(release_notebook(solution))
+            new = release_notebook(solution)
         except ReleaseError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1
             continue
-        current = target.read_text() if target.exists() else None
+        state = compare(target.read_text(errors="replace") if target.exists() else None, new)
         if args.check:
-            if current != text:
-                print(f"differs: {target} ({'missing' if current is None else 'stale'}): run dpcourse release")
+            if state.kind != "current":
+                print(_check_line(state, target))
                 status = 1
             continue
-        if current != text:
-            exercises.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-            print(f"wrote {target}")
-        else:
-            print(f"unchanged {target}")
+        message, code = _release_one(state, target, _text(new), force)
+        print(message)
+        status = max(status, code)
     extra = sorted(p.name for p in exercises.glob("*.ipynb") if p.name not in expected) if exercises.is_dir() else []
     for name in extra:
         print(f"{'differs' if args.check else 'note'}: {exercises / name} has no solution in {solutions}")

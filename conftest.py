@@ -1,4 +1,7 @@
-"""nbval over the lessons: lesson 06b needs the optional TensorFlow extra."""
+"""nbval over the lessons: lesson 06b needs the optional TensorFlow extra.
+
+Kept at the course's root rather than in lessons/, so the learner's lessons folder holds lessons only
+(``dpcourse lab`` also hides conftest.py files from the file browser)."""
 
 from __future__ import annotations
 
