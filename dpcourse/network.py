@@ -322,25 +322,45 @@ class SimulatedProcessGroup(dist.ProcessGroup):
         if not incoming:
             deadline = wire.book(op, nbytes, messages, issued)
 
-        def wait_then_schedule() -> None:
-            try:
-                work.wait()
-            except BaseException as exc:  # pass gloo's error (a timeout, a dead peer) to the caller
-                wire.at(time.monotonic(), lambda: fut.set_exception(exc))
+        def done() -> None:
+            wire.mark = time.monotonic()
+            fut.set_result(result)
+
+        def arrived(error: BaseException | None) -> None:
+            if error is not None:  # pass gloo's error (a timeout, a dead peer) on to the caller
+                fut.set_exception(error)
                 return
-            arrived = time.monotonic()
-            end = wire.book(op, nbytes, messages, arrived, incoming=True) if incoming else max(deadline, arrived)
+            now = time.monotonic()
+            end = wire.book(op, nbytes, messages, now, incoming=True) if incoming else deadline
+            if end <= now:
+                done()
+            else:
+                wire.at(end, done)
 
-            def done() -> None:
-                wire.mark = time.monotonic()
-                fut.set_result(result)
+        try:  # collectives tell when they finish through a future; send and recv must be waited for
+            gloo_future = work.get_future()
+        except RuntimeError:
+            gloo_future = None
+        if gloo_future is not None:
+            def then(f: torch.futures.Future) -> None:
+                try:
+                    f.wait()
+                except BaseException as exc:
+                    arrived(exc)
+                    return
+                arrived(None)
 
-            # Finish on a pool thread, never on the timer itself: a future's .then() callbacks run in
-            # the thread that sets its result, and a comm hook's callback may start a collective and
-            # wait on it (PowerSGD does), which on the timer thread would wait for itself forever.
-            wire.at(end, lambda: wire.waiters.submit(done))
+            gloo_future.add_done_callback(then)
+        else:
+            def wait() -> None:
+                try:
+                    work.wait()
+                except BaseException as exc:
+                    arrived(exc)
+                    return
+                arrived(None)
 
-        wire.waiters.submit(wait_then_schedule)
+            wire.waiters.submit(wait)
         return torch._C._distributed_c10d._create_work_from_future(fut)
 
     def _ring(self, op, work, result, total_bytes, steps_per_n):
