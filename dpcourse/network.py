@@ -332,10 +332,13 @@ class SimulatedProcessGroup(dist.ProcessGroup):
                 return
             now = time.monotonic()
             end = wire.book(op, nbytes, messages, now, incoming=True) if incoming else deadline
+            # Finish on a pool thread, never on gloo's thread or the timer's: a future's .then()
+            # callbacks run in the thread that sets its result, and a comm hook's callback may start a
+            # collective and wait on it (PowerSGD does), which would wait for its own thread forever.
             if end <= now:
-                done()
+                wire.waiters.submit(done)
             else:
-                wire.at(end, done)
+                wire.at(end, lambda: wire.waiters.submit(done))
 
         try:  # collectives tell when they finish through a future; send and recv must be waited for
             gloo_future = work.get_future()
