@@ -202,7 +202,7 @@ class _Wire:
                 self.out_free = begin + cost
                 self.ops[op] = self.ops.get(op, 0) + 1
                 self.bytes[op] = self.bytes.get(op, 0) + nbytes
-            self.wire_s += cost
+                self.wire_s += cost
             if len(self.log) < 100_000:
                 self.log.append((op, begin, begin + cost, nbytes))
         return begin + cost
@@ -287,6 +287,7 @@ class SimulatedProcessGroup(dist.ProcessGroup):
         super().__init__(rank, size)
         self._name = name
         self._gloo = dist.ProcessGroupGloo(store, rank, size, timeout)
+        self._meta = dist.ProcessGroupGloo(dist.PrefixStore("meta", store), rank, size, timeout)
         self._wire = wire
         self._n = size
 
@@ -315,7 +316,8 @@ class SimulatedProcessGroup(dist.ProcessGroup):
     # How a work ends: wait for gloo in a helper thread, then let the timer finish our future no
     # earlier than the link's deadline. DDP reads the reduced tensors from the future's value, so the
     # future must carry them (a None there crashes DDP inside backward()).
-    def _finish(self, op: str, work, result, nbytes: int, messages: int, incoming: bool = False):
+    def _finish(self, op: str, work, result, nbytes: int, messages: int, incoming: bool = False,
+                sent_until: Callable[[], float] | None = None):
         wire = self._wire
         issued = time.monotonic()
         fut: torch.futures.Future = torch.futures.Future()
@@ -331,7 +333,14 @@ class SimulatedProcessGroup(dist.ProcessGroup):
                 fut.set_exception(error)
                 return
             now = time.monotonic()
-            end = wire.book(op, nbytes, messages, now, incoming=True) if incoming else deadline
+            if incoming:
+                # The message left the sender's wire at `sent_until` (the sender says when, through a
+                # side channel), so its last byte reaches this rank's incoming link then, not when
+                # the real bytes happened to arrive over loopback.
+                start = now if sent_until is None else sent_until() - wire.link.time(nbytes, messages)
+                end = wire.book(op, nbytes, messages, start, incoming=True)
+            else:
+                end = deadline
             # Finish on a pool thread, never on gloo's thread or the timer's: a future's .then()
             # callbacks run in the thread that sets its result, and a comm hook's callback may start a
             # collective and wait on it (PowerSGD does), which would wait for its own thread forever.
@@ -458,20 +467,50 @@ class SimulatedProcessGroup(dist.ProcessGroup):
         work = self._gloo.barrier(opts) if opts is not None else self._gloo.barrier()
         return self._finish("barrier", work, [], 0, 2 * (self._n - 1))
 
+    # Point-to-point messages: each data message is preceded, on a second gloo group, by 8 bytes that
+    # say when the sender's wire will have sent it; the receiver's copy ends then (or later, if its
+    # incoming link is busy), however fast loopback delivered the real bytes.
     def send(self, tensors, dst: int, tag: int):
         self._straggle()
+        nbytes = _nbytes(tensors)
+        end = torch.tensor([self._wire.link.time(nbytes) + max(time.monotonic(), self._wire.out_free)],
+                           dtype=torch.float64)
+        meta = self._meta.send([end], dst, tag)
         work = self._gloo.send(tensors, dst, tag)
-        return self._finish("send", work, tensors, _nbytes(tensors), 1)
+        return self._finish("send", _Both(work, meta), tensors, nbytes, 1)
 
     def recv(self, tensors, src: int, tag: int):
         self._straggle()
+        end = torch.empty(1, dtype=torch.float64)
+        meta = self._meta.recv([end], src, tag)
         work = self._gloo.recv(tensors, src, tag)
-        return self._finish("recv", work, tensors, _nbytes(tensors), 1, incoming=True)
+        return self._finish("recv", _Both(work, meta), tensors, _nbytes(tensors), 1, incoming=True,
+                            sent_until=lambda: float(end))
 
     def recv_anysource(self, tensors, tag: int):
         self._straggle()
         work = self._gloo.recv_anysource(tensors, tag)
-        return self._finish("recv", work, tensors, _nbytes(tensors), 1, incoming=True)
+        end = torch.empty(1, dtype=torch.float64)
+
+        def sent_until() -> float:  # the sender is known once the data is in
+            self._meta.recv([end], work.source_rank(), tag).wait()
+            return float(end)
+
+        return self._finish("recv", work, tensors, _nbytes(tensors), 1, incoming=True, sent_until=sent_until)
+
+
+class _Both:
+    """Wait for a data message and its side-channel message (the 8 bytes that say when it was sent)."""
+
+    def __init__(self, data, meta):
+        self.data, self.meta = data, meta
+
+    def get_future(self):
+        raise RuntimeError("point-to-point works have no future")
+
+    def wait(self) -> None:
+        self.meta.wait()
+        self.data.wait()
 
 
 def _create(opts, _backend_options=None):
