@@ -27,7 +27,7 @@ from dpcourse.bench import format_size
 from dpcourse.launch import launch
 from dpcourse.network import Link, resolve
 
-__all__ = ["predict", "allreduce_part", "ddp_part", "run", "report", "main"]
+__all__ = ["predict", "time_allreduces", "allreduce_part", "ddp_part", "run", "report", "main"]
 
 MODEL = (256, 768, 3)  # WideMLP(256, 768, 3): 1.4 M parameters, 5.5 MB of float32 gradients
 DDP_VARIANTS = {"flat": "flat all-reduce after backward", "bucketed": "BucketedDDP (1 MB buckets)",
@@ -41,10 +41,20 @@ def predict(link: Link, nbytes: int, world_size: int) -> float:
     return link.time(2 * (world_size - 1) * nbytes / world_size, 2 * (world_size - 1))
 
 
-def _time_allreduces(sizes: list[int], repeats: int) -> dict[str, dict[int, list[float]]]:
-    from dpcourse.collectives import ring_all_reduce
+def time_allreduces(sizes: list[int], repeats: int, algorithms: tuple[str, ...] = ("gloo all_reduce", "course ring"),
+                    ) -> dict[str, dict[int, list[float]]]:
+    """In every worker: seconds of each all-reduce in ``algorithms`` at each size, ``repeats`` times.
 
-    ops = {"gloo all_reduce": dist.all_reduce, "course ring": ring_all_reduce}
+    ``algorithms`` names from ``"gloo all_reduce"``, ``"course ring"`` and ``"course naive"``. The
+    rounds alternate the order of the algorithms; a barrier starts every timed call on all ranks.
+    """
+    from dpcourse.collectives import naive_all_reduce, ring_all_reduce
+
+    known = {"gloo all_reduce": dist.all_reduce, "course ring": ring_all_reduce, "course naive": naive_all_reduce}
+    unknown = [a for a in algorithms if a not in known]
+    if unknown:
+        raise ValueError(f"unknown algorithm(s) {unknown}: use names from {list(known)}.")
+    ops = {a: known[a] for a in algorithms}
     times: dict[str, dict[int, list[float]]] = {k: {s: [] for s in sizes} for k in ops}
     for size in sizes:
         t = torch.ones(size // 4)
@@ -63,7 +73,7 @@ def allreduce_part(link: Link, sizes: list[int], world_sizes: list[int], repeats
                    timeout: float = 600.0) -> list[dict[str, Any]]:
     rows = []
     for n in world_sizes:
-        times = launch(_time_allreduces, n, sizes, repeats, network=link, timeout=timeout)[0]
+        times = launch(time_allreduces, n, sizes, repeats, network=link, timeout=timeout)[0]
         for size in sizes:
             p = predict(link, size, n)
             row = {"world_size": n, "bytes": size, "predicted_s": p}
