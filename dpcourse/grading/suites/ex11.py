@@ -86,7 +86,7 @@ def _judge_family(raw: Any, p: dict, seed: int) -> None:
     number = _number(lab, p["family"])
     got = _entry(raw, number).get("family")
     if got != p["family"]:
-        raise Fail(f"case {number} is a {p['family']} bug; the diagnosis says {got!r}.")
+        raise Fail(f"case {number} is the {p['family']} bug; the diagnosis says {got!r}.")
 
 
 def _op(value: Any) -> str:
@@ -167,7 +167,7 @@ def _run_fix(learner: Any, p: dict, ctx: Context) -> Any:
     import os
     import tempfile
 
-    from dpcourse.launch import LaunchTimeout
+    from dpcourse.launch import LaunchError, LaunchTimeout
 
     lab = DebuggingLab(learner.STUDENT_ID)
     number = _number(lab, p["family"])
@@ -178,6 +178,8 @@ def _run_fix(learner: Any, p: dict, ctx: Context) -> Any:
             ranks = ctx.launch(_worker, WORLD, fn, config)
         except LaunchTimeout as exc:
             return {"student_id": learner.STUDENT_ID, "hung": exc.ranks, "seconds": ctx.timeout}
+        except LaunchError as exc:  # a worker raised or died: say which, in one line
+            return {"student_id": learner.STUDENT_ID, "failed": str(exc).split("\n\n")[0]}
     return {"student_id": learner.STUDENT_ID, "ranks": ranks}
 
 
@@ -187,10 +189,12 @@ def _judge_fix(raw: Any, p: dict, seed: int) -> None:
     number = _number(lab, family)
     case = lab.cases[number]
     if "hung" in raw:
-        raise Fail(f"fixed_{number} still hangs: rank(s) {raw['hung']} were still running after {raw['seconds']:g} s. "
-                   "A longer timeout or a try/except only hides a hang; make every rank call the same collectives "
-                   "in the same order." + (" (Join lets a rank that ran out of data shadow the others.)"
+        raise Fail(f"fixed_{number} did not finish: rank(s) {raw['hung']} were still running after {raw['seconds']:g} s "
+                   "(a hang, if the stacks show them waiting in a collective). A longer timeout or a try/except only "
+                   "hides a hang; make every rank call the same collectives in the same order." + (" (Join lets a rank that ran out of data shadow the others.)"
                                            if family == "uneven inputs" else ""))
+    if "failed" in raw:
+        raise Fail(f"fixed_{number} did not finish: {raw['failed']}")
     ranks = raw["ranks"]
     if family != "uneven inputs":  # under Join the joined rank's shadow collectives run inside DDP
         counts = [{k: v for k, v in (r["calls"] or {}).items() if v} for r in ranks]
