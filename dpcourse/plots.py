@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-__all__ = ["plot_history", "plot_phases", "plot_bars", "plot_lines", "plot_timeline"]
+__all__ = ["plot_history", "plot_phases", "plot_bars", "plot_lines", "plot_timeline", "plot_wire_timeline"]
 
 
 def plot_history(histories: Mapping[str, object], title: str = "") -> Figure:
@@ -61,6 +61,10 @@ def plot_bars(values: Mapping[str, float], ylabel: str, title: str = "", fmt: st
     """One bar per label, each annotated with its value formatted by ``fmt``."""
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(values) + 2), 3.4))
     bars = ax.bar(list(values), list(values.values()), color="tab:blue")
+    if sum(len(str(k)) for k in values) > 8 * len(values):  # long names would overlap: tilt them
+        ax.tick_params(axis="x", labelrotation=20)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     for bar, v in zip(bars, values.values()):
         ax.annotate(fmt.format(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom", fontsize="small")
@@ -113,5 +117,36 @@ def plot_timeline(timelines: Mapping[str, Mapping[str, object]],
     fig.legend(handles, labels, loc="upper right", fontsize="small")
     axes[-1, 0].set_xlabel("time since backward started (ms); bars: all-reduce, dots: bucket ready")
     fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+def plot_wire_timeline(rows: Mapping[str, Mapping[str, object]],
+                       title: str = "One training step: computation, and what was on the wire") -> Figure:
+    """One row per label: forward and backward as shaded spans, each simulated transfer as a bar.
+
+    ``rows`` maps a label to ``{"forward": (start, end), "backward": (start, end), "step": end,
+    "transfers": [(start, end, bytes), ...]}``, in milliseconds from the start of the step (what
+    ``dpcourse.network.transfers()`` records, made relative). The step's end is a black tick.
+    """
+    fig, ax = plt.subplots(figsize=(8.0, 1.0 + 0.55 * len(rows)))
+    for y, (label, t) in enumerate(rows.items()):
+        f0, f1 = t["forward"]  # type: ignore[misc]
+        b0, b1 = t["backward"]  # type: ignore[misc]
+        ax.barh(y - 0.22, f1 - f0, left=f0, height=0.36, color="tab:gray", alpha=0.5,
+                label="forward" if y == 0 else None)
+        ax.barh(y - 0.22, b1 - b0, left=b0, height=0.36, color="tab:orange", alpha=0.6,
+                label="backward" if y == 0 else None)
+        for i, (s0, s1, _) in enumerate(t["transfers"]):  # type: ignore[union-attr]
+            ax.barh(y + 0.2, s1 - s0, left=s0, height=0.36, color="tab:blue" if i % 2 == 0 else "tab:cyan",
+                    edgecolor="white", linewidth=0.5, label="on the wire" if y == 0 and i == 0 else None)
+        ax.plot([t["step"], t["step"]], [y - 0.45, y + 0.45], color="black", linewidth=2,
+                label="step done" if y == 0 else None)
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.invert_yaxis()
+    ax.set_xlabel("milliseconds since the step started (wire: simulated transfers, alternately shaded)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    ax.set_title(title, fontsize="medium")
     fig.tight_layout()
     return fig
