@@ -5,10 +5,19 @@ Kept at the course's root rather than in lessons/, so the learner's lessons fold
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
+import tempfile
 
 import pytest
+
+# The learner's own course folder (~/.dpcourse: review history, built audio) is never touched by a
+# test run: each session, and every nbval kernel it starts (they inherit the environment), gets a
+# fresh DPCOURSE_HOME of its own.
+os.environ["DPCOURSE_HOME"] = tempfile.mkdtemp(prefix="dpcourse-home-test-")
+atexit.register(shutil.rmtree, os.environ["DPCOURSE_HOME"], True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,10 +7,17 @@ Each lesson's content lives in ``dpcourse/aids_content/lessonNN.py`` as plain da
     TERMS = {"throughput": "samples processed per second", ...}     # term -> one-line definition (>= 4)
     QUIZ = [{"q": "...", "choices": ["...", "..."], "answer": 0, "why": "..."}, ...]  # 3-5 questions
     MNEMONIC = "..."                                                  # a line or a small picture
+    KEY_POINTS = [("point", "analogy"), ...]   # the audiobook track (dpcourse.dialogue); 3-6 pairs
+    CARDS = [("question", "answer"), ...]      # review cards beyond the key terms (dpcourse.review)
+
+Each lesson also has a student-teacher dialogue, ``dpcourse/aids_content/dialogues/lessonNN.txt``.
 
 ``lesson_aids("01")`` shows them. In a live notebook (JupyterLab, Notebook, VS Code) that is a set of
 widgets: the summary behind Basic/Medium/Detailed toggle buttons, flashcards over the key terms, a
-quiz that answers at once, and the mnemonic. Where widgets cannot run (headless execution, nbval,
+quiz that answers at once, the mnemonic, a Listen tab (the dialogue and the audiobook: player and
+transcript, or the transcript and how to get audio) and a Review tab (due flashcards of every lesson
+opened, ``dpcourse.review``), under a "Review due: N" line. Running the cell records the lesson as
+opened, so its cards join the learner's review deck. Where widgets cannot run (headless execution, nbval,
 plain IPython) it is static markdown; the widget display carries the same markdown as well, so an
 exported HTML page shows the text. Widgets keep no state in the saved notebook.
 """
@@ -25,6 +32,7 @@ from typing import Any
 __all__ = ["load", "validate", "lesson_aids", "as_markdown", "build_widget", "check_answer", "widgets_live"]
 
 LEVELS = ("Basic", "Medium", "Detailed")
+TAB_TITLES = ("Summary", "Key terms", "Flashcards", "Quiz", "Remember it by", "Listen", "Review")
 _HEADLESS_PARENTS = ("pytest", "nbval", "nbconvert", "nbclient", "papermill", "tools/nb.py", "py.test")
 _FRONT_ENDS = ("jupyter-lab", "jupyter lab", "jupyterlab", "jupyter-server", "jupyter_server", "jupyter-notebook",
                "jupyter notebook", "voila", "vscode", "code-server")
@@ -77,10 +85,23 @@ def validate(content: Any) -> list[str]:
     return problems
 
 
-def as_markdown(lesson: str) -> str:
-    """All the aids of ``lesson`` as one markdown document (answers folded away)."""
+def review_line(due: int | None, problem: str | None = None) -> str:
+    """The "Review due: N" line shown above the aids (markdown)."""
+    if due is None:
+        line = "**Review due:** unknown (the review history could not be read)."
+    else:
+        line = (f"**Review due: {due}** card{'s' if due != 1 else ''} from the lessons you have opened. Review them with "
+                "`dpcourse review` in a terminal, or in the Review tab (live notebook).")
+    return line + (f" Note: {problem}" if problem else "")
+
+
+def as_markdown(lesson: str, review: str | None = None) -> str:
+    """All the aids of ``lesson`` as one markdown document (answers folded away), then the Listen section;
+    ``review`` (a :func:`review_line`) goes under the title."""
+    from dpcourse import listen
+
     c = load(lesson)
-    parts = [f"## Summary: {c.TITLE}"]
+    parts = [f"## Summary: {c.TITLE}"] + ([review] if review else [])
     for level in LEVELS:
         parts.append(f"**{level}.** {c.SUMMARY[level]}")
     parts.append("### Key terms")
@@ -91,6 +112,7 @@ def as_markdown(lesson: str) -> str:
         answer = f"{chr(97 + q['answer'])}) {q['choices'][q['answer']]}. {q.get('why', '')}"
         parts.append(f"{i}. {q['q']}\n{choices}\n\n   <details><summary>answer</summary>{answer}</details>")
     parts.append(f"### Remember it by\n{c.MNEMONIC}")
+    parts.append(listen.markdown(lesson))
     return "\n\n".join(parts)
 
 
@@ -240,27 +262,32 @@ def _quiz_widget(c: ModuleType) -> Any:
     return w.VBox(rows + [score])
 
 
-def build_widget(lesson: str) -> Any:
-    """The interactive aids of ``lesson`` as one ipywidgets widget (tabs: summary, terms, cards, quiz, mnemonic)."""
+def build_widget(lesson: str, review: str | None = None) -> Any:
+    """The interactive aids of ``lesson`` as one ipywidgets widget (tabs: summary, terms, cards, quiz, mnemonic,
+    listen, review); ``review`` is the "Review due" line shown under the title."""
     import ipywidgets as w
+
+    from dpcourse import listen
+    from dpcourse import review as reviewing
 
     c = load(lesson)
     terms = "\n".join(f"- **{term}**: {definition}" for term, definition in c.TERMS.items())
     tabs = w.Tab(children=[_summary_widget(c), _markdown_output(terms), _flashcards_widget(c), _quiz_widget(c),
-                           _markdown_output(c.MNEMONIC)])
-    for i, title in enumerate(("Summary", "Key terms", "Flashcards", "Quiz", "Remember it by")):
+                           _markdown_output(c.MNEMONIC), listen.listen_widget(lesson), reviewing.widget()])
+    for i, title in enumerate(TAB_TITLES):
         tabs.set_title(i, title)
-    return w.VBox([w.HTML(f"<h3>{_escape(c.TITLE)}</h3>"), tabs])
+    return w.VBox([w.HTML(f"<h3>{_escape(c.TITLE)}</h3>"), tabs] + ([_markdown_output(review)] if review else []))
 
 
 class _Aids:
     """Displays as the widget where a front end can render it, else as markdown (both in one bundle)."""
 
-    def __init__(self, lesson: str, widget: Any | None):
-        self.lesson, self.widget = lesson, widget
+    def __init__(self, lesson: str, widget: Any | None, review: str | None = None):
+        self.lesson, self.widget, self.review = lesson, widget, review
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
-        bundle = {"text/markdown": as_markdown(self.lesson), "text/plain": f"learning aids for lesson {self.lesson}"}
+        bundle = {"text/markdown": as_markdown(self.lesson, self.review),
+                  "text/plain": f"learning aids for lesson {self.lesson}"}
         if self.widget is not None:
             widget_bundle = self.widget._repr_mimebundle_()
             bundle.update({k: v for k, v in widget_bundle.items() if k != "text/plain"})
@@ -272,5 +299,21 @@ def lesson_aids(lesson: str, widgets: bool | None = None) -> None:
     from IPython.display import display
 
     load(lesson)  # a clear error for a missing or malformed content file, before anything is shown
+    review = _open_for_review(lesson)
     use = widgets_live() if widgets is None else widgets
-    display(_Aids(lesson, build_widget(lesson) if use else None))
+    display(_Aids(lesson, build_widget(lesson, review) if use else None, review))
+
+
+def _open_for_review(lesson: str) -> str:
+    """Record ``lesson`` as opened (its cards join the review deck); the "Review due" line to show.
+
+    A history that cannot be written or read must not break the lesson: the line says so instead.
+    """
+    from dpcourse import review
+
+    try:
+        problem = review.record_opened(lesson)
+        deck = review.deck()
+        return review_line(len(deck.due()), problem or deck.problem)
+    except (OSError, ValueError) as e:
+        return review_line(None, f"{type(e).__name__}: {e}")

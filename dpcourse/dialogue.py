@@ -13,8 +13,19 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Line", "DIALOGUES", "SPEAKERS", "lessons", "dialogue_path", "dialogue", "audiobook", "track",
-           "check_dialogue", "spoken_words", "TRACKS"]
+__all__ = [
+    "DIALOGUES",
+    "SPEAKERS",
+    "TRACKS",
+    "Line",
+    "audiobook",
+    "check_dialogue",
+    "dialogue",
+    "dialogue_path",
+    "lessons",
+    "spoken_words",
+    "track",
+]
 
 CONTENT = Path(__file__).resolve().parent / "aids_content"
 DIALOGUES = CONTENT / "dialogues"

@@ -60,7 +60,7 @@ def test_widget_builds_with_all_parts(lesson):
     ui = aids.build_widget(lesson)
     tabs = ui.children[1]
     assert [tabs.get_title(i) for i in range(len(tabs.children))] == [
-        "Summary", "Key terms", "Flashcards", "Quiz", "Remember it by"]
+        "Summary", "Key terms", "Flashcards", "Quiz", "Remember it by", "Listen", "Review"]
     c = aids.load(lesson)
     toggle = tabs.children[0].children[0]
     assert list(toggle.options) == ["Basic", "Medium", "Detailed"]

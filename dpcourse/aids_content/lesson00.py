@@ -85,3 +85,27 @@ MNEMONIC = (
     "                      \\________ process group ________/\n"
     "```"
 )
+
+# The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
+KEY_POINTS = [
+    ("A worker is one process running the training program; its rank is its number, and the world size "
+     "is how many workers there are.",
+     "Think of a relay team with numbered bibs: every runner does the same job, and the number says who "
+     "hands over to whom."),
+    ("The launcher returns each worker's result in rank order, but printed lines arrive in whatever order "
+     "the workers reach them.",
+     "Like exam papers: collected in seat order at the end, although the students finished at different times."),
+    ("When one worker fails, the launcher stops all of them and reports that worker's error.",
+     "Like a climbing rope team: when one climber falls, the whole team stops, and everyone hears who fell."),
+    ("A deadlock is every worker waiting for another one; a timeout ends it and shows where each waited.",
+     "Two people on the phone, each waiting for the other to speak first. The timeout is hanging up and "
+     "writing down who was waiting for what."),
+]
+
+# Review cards beyond the key terms (dpcourse review): questions learners get wrong.
+CARDS = [
+    ("dpcourse.launch returns [r0, r1, r2]. Are the workers' printed lines also in rank order?",
+     "No. Results come back in rank order; printed lines arrive in whatever order the workers print them."),
+    ("Four workers on a two-core laptop: why are its timings poor evidence of speed?",
+     "The machine is oversubscribed: the workers take turns on the cores, so timings measure the scheduler."),
+]

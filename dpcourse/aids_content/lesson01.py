@@ -84,3 +84,25 @@ MNEMONIC = (
     "**D-F-B-O**: *Data, Forward, Backward, Optimizer*, and no ratio without its baseline.\n\n"
     "```\nstep = [data][forward][ backward  ][opt]\n```"
 )
+
+# The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
+KEY_POINTS = [
+    ("A training step has four parts: data, forward, backward and the optimizer step. Data parallelism "
+     "adds a fifth, communication, between backward and the step.",
+     "Like a kitchen: fetch the ingredients, cook, taste and correct, then write the recipe change down. "
+     "Several kitchens must also phone each other before changing the recipe."),
+    ("Throughput, samples per second, is the number to compare, and every speedup needs a measured baseline.",
+     "A new car is only faster than something: say which car, on the same road, on the same day."),
+    ("The fair baseline for two one-thread workers is one process using both cores, not one thread.",
+     "Two cooks beat one cook with one hand tied, but the fair race is against one cook using both hands."),
+    ("A bigger batch is faster per sample but takes fewer steps per epoch, so it may learn less per sample "
+     "unless the learning rate follows the batch.",
+     "Fewer, longer strides cover the distance in fewer steps, but only if each stride is lengthened to match."),
+]
+
+CARDS = [
+    ("Which baseline must a two-worker data-parallel run on a two-core machine be compared with?",
+     "One process using both cores (two threads), measured in the same run, not one thread."),
+    ("For a larger model, which phase of a step is usually biggest: forward or backward?",
+     "Backward, often about twice the forward: it computes gradients for both weights and activations."),
+]

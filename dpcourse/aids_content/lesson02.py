@@ -86,3 +86,28 @@ MNEMONIC = (
     "*Mean of means is the mean, if the slices are the same size.*\n\n"
     "```\n  grad(batch) = (n1*g1 + n2*g2 + ... + nk*gk) / B      equal n:  = mean(g1..gk)\n```"
 )
+
+# The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
+KEY_POINTS = [
+    ("With a mean loss and equal shards, the average of the shard gradients is the full-batch gradient, "
+     "up to rounding.",
+     "Like averaging class grades: the mean of equal-sized classes' averages is the school's average."),
+    ("Replicas that start equal and apply the same averaged gradient stay exactly equal; nothing needs to "
+     "resynchronise the weights.",
+     "Like identical twins following the same recipe card to the letter: their cakes cannot come out different."),
+    ("A sum loss averaged over k workers shrinks the gradient k times, as if the learning rate were divided by k.",
+     "Like splitting a bill: adding everyone's share and then dividing by the number of tables again pays too little."),
+    ("BatchNorm, dropout and unequal shards break the equality; weighting shards by their size repairs the last one.",
+     "A small class's average should not count as much as a big class's: weight it by its number of students."),
+]
+
+CARDS = [
+    ("The loss uses reduction='sum' and the gradients are averaged over 4 workers. What goes wrong?",
+     "The averaged gradient is the full-batch sum-gradient divided by 4: like a 4 times smaller learning rate. "
+     "Use a mean loss and average, or a sum loss and sum."),
+    ("dist.all_reduce(grad) uses op SUM by default. What else is needed for the average gradient?",
+     "Divide by the world size (DDP does this for you)."),
+    ("Shards of 60 and 40 samples, mean loss on each. Is the plain average of the two gradients the "
+     "full-batch gradient?",
+     "No: weight each shard by its share, 0.6 and 0.4. The plain average over-counts the small shard's samples."),
+]

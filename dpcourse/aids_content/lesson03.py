@@ -84,3 +84,23 @@ MNEMONIC = (
     "**Same calls, same order, every rank.** Broadcast sends one out; reduce brings sums in; "
     "all_reduce does both; reduce_scatter + all_gather = all_reduce."
 )
+
+# The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
+KEY_POINTS = [
+    ("Processes share no memory: everything they agree on travels as explicit messages through a backend.",
+     "Like colleagues in different offices: nothing on your desk reaches theirs unless you post it."),
+    ("A receiver must allocate a tensor of the right shape and type before the message arrives.",
+     "Like holding out a box of the right size: the courier brings the contents, not the box."),
+    ("All-reduce gives everyone the sum, and it equals a reduce-scatter followed by an all-gather.",
+     "Like a potluck: each guest finishes one dish from everyone's ingredients, then every dish is shared round."),
+    ("Collectives are matched by order: when ranks call them in different orders they wait forever.",
+     "Like a dance where partners count steps: if one starts with the waltz and the other with the tango, "
+     "both stand still waiting."),
+]
+
+CARDS = [
+    ("After reduce_scatter on 4 ranks, what does each rank hold?",
+     "Its own quarter of the element-wise sum; together the ranks hold the whole sum."),
+    ("Rank 0 calls broadcast then all_reduce; rank 1 calls all_reduce then broadcast. What happens?",
+     "A hang: collectives are matched by order, so each waits for messages the other never sends."),
+]

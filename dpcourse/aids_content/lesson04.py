@@ -76,3 +76,32 @@ MNEMONIC = (
     "**Pass right, receive left, add; then pass right, receive left, copy.** "
     "N-1 steps twice, 2(N-1)/N of the data each."
 )
+
+# The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
+KEY_POINTS = [
+    ("The naive all-reduce funnels every tensor through rank zero, so its time grows with the number of ranks.",
+     "Like a class where every student hands homework to one teacher, who grades it all and hands it back."),
+    ("The ring cuts the tensor into one chunk per rank and passes chunks between neighbours, all at once.",
+     "Like a bucket brigade: everyone passes a bucket to the right at the same moment, so no one stands idle."),
+    ("Each rank in a ring sends two times N minus one over N of the tensor, less than twice the tensor, "
+     "however many ranks there are.",
+     "Adding people to a bucket brigade does not make anyone carry more water."),
+    ("A message costs a fixed latency plus its size over the bandwidth: latency rules small tensors, "
+     "bandwidth rules large ones.",
+     "Like a lorry: every trip costs the drive, whatever the load; only a big load makes the loading time matter."),
+    ("Bus bandwidth counts the bytes each rank really moved, so it can be compared with a link's speed.",
+     "A courier's speed is the parcels she carried per hour, not how soon your one parcel arrived."),
+]
+
+CARDS = [
+    ("A float32 gradient has 25 million elements. How many bytes does it hold, and which number goes "
+     "into a bandwidth formula?",
+     "100 MB (elements x element_size, 4 bytes each; 2 for bf16). Bandwidth formulas take bytes, not "
+     "elements: mixing them up is off by 4x."),
+    ("4 ranks all-reduce a 100 MB tensor in 0.1 s. Algorithm bandwidth? Bus bandwidth?",
+     "Algorithm bandwidth = 100 MB / 0.1 s = 1 GB/s; bus bandwidth = 1 GB/s x 2(N-1)/N = 1.5 GB/s."),
+    ("Which bandwidth do you compare with a link's data-sheet speed: algorithm or bus bandwidth?",
+     "Bus bandwidth: it counts the bytes each rank must actually move, so it does not depend on N."),
+    ("How many bytes does each rank send in a ring all-reduce of S bytes on N ranks?",
+     "2(N-1)/N x S: just under 2S, whatever N is. The naive version's rank 0 moves 2(N-1) x S."),
+]

@@ -109,3 +109,27 @@ MNEMONIC = (
     "**Split, start equal, average, overlap, bucket.** "
     "Split the batch; broadcast once; average every step; send while backward runs; send in few, early buckets."
 )
+
+# The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
+KEY_POINTS = [
+    ("Data parallelism splits the batch, not the model, and broadcasts rank zero's parameters so that every "
+     "rank starts equal.",
+     "Like several choirs singing from photocopies of one score: copy the score once, then each choir sings its part."),
+    ("Averaging the gradients after backward keeps the replicas equal forever.",
+     "Like branch offices that all apply the same memo from head office: their rule books never diverge."),
+    ("Gradients are ready one layer at a time, from the output back to the input, so communication can "
+     "start while backward is still running.",
+     "Like posting finished chapters of a book to the editor while you are still writing the first chapter."),
+    ("Buckets balance few big messages against early starts; they are filled in the order gradients arrive.",
+     "Like a delivery van that leaves as soon as it is full, instead of one trip per parcel or one trip at the end."),
+    ("no_sync skips the all-reduce for the micro-batches before the last one; the last backward carries the sum.",
+     "Like collecting receipts all week and sending one expense report on Friday."),
+]
+
+CARDS = [
+    ("Why must every rank start its gradient buckets' all-reduces in the same order?",
+     "Collectives are matched by order: a different order pairs up the wrong tensors (or hangs)."),
+    ("With no_sync, which backward passes communicate when you accumulate over 4 micro-batches?",
+     "Only the last: the first 3 run inside no_sync (gradients stay local), the 4th runs outside it and its "
+     "all-reduce carries the sum of all 4."),
+]

@@ -58,3 +58,24 @@ QUIZ = [
 ]
 
 MNEMONIC = "**S**ome **R**eplicas **P**ass **G**radients home: Scatter, Replicate, Parallel_apply, Gather - then sum on GPU 0."
+
+# The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
+KEY_POINTS = [
+    ("DataParallel scatters the batch, replicates the model, runs replicas in threads and gathers the outputs "
+     "onto device zero, on every step.",
+     "Like a manager who photocopies the whole manual for every helper every morning, then collects all the work himself."),
+    ("On a machine without GPUs, DataParallel silently does nothing except add a module prefix to every name.",
+     "Like a sign that says team meeting on a door with nobody behind it: the work is still done by one person."),
+    ("Threads of one process share the interpreter lock, so Python-heavy models do not run in parallel.",
+     "Several cooks, one knife: they only work at once while each is stirring, not while cutting."),
+    ("Device zero holds the batch, outputs, loss, gradients and optimizer state: it runs out of memory first.",
+     "Like the one colleague whose desk holds everybody's paperwork."),
+]
+
+CARDS = [
+    ("nn.DataParallel(model) on a CPU-only machine: what changes?",
+     "Nothing runs in parallel (device_ids is empty, forward calls the model); only state_dict keys gain 'module.'."),
+    ("Why does DataParallel copy the model every step while DDP copies it once?",
+     "Only the original on device 0 is updated by the optimizer; DDP keeps its replicas equal with identical "
+     "averaged gradients instead."),
+]

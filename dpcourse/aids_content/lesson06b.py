@@ -50,3 +50,21 @@ QUIZ = [
 ]
 
 MNEMONIC = "A hall of mirrors: every device shows the same model, and every step moves all reflections together."
+
+# The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
+KEY_POINTS = [
+    ("MirroredStrategy keeps one copy of every variable on each device and all-reduces the gradients before "
+     "every replica applies the same update.",
+     "Like mirrors in a dance studio: every copy moves exactly when the original moves."),
+    ("Each replica's loss is scaled by one over the number of replicas and the gradients are summed, which "
+     "gives the gradient of the global mean.",
+     "Like four people each paying a quarter of the bill: add the quarters and the bill is paid exactly once."),
+    ("Four logical devices on a few CPU cores are slower than one; the design pays off on real GPUs.",
+     "Four checkout lanes staffed by one cashier running between them is slower than one lane."),
+]
+
+CARDS = [
+    ("MirroredStrategy with 4 replicas: how are the replicas' gradients combined?",
+     "Each replica's loss is scaled by 1/4 and the gradients are summed with an all-reduce: the gradient "
+     "of the global mean, when every replica got the same number of samples."),
+]

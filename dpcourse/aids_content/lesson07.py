@@ -72,3 +72,31 @@ QUIZ = [
 ]
 
 MNEMONIC = "**S**ampler, **E**poch, **J**oin, **N**o_sync, **C**heckpoint on zero: *Seven Jolly Nodes Checkpoint* - and torchrun picks them up when they fall."
+
+# The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
+KEY_POINTS = [
+    ("A DDP script changes four things: the process group, the DDP wrapper, a distributed sampler, and only "
+     "rank zero printing and saving.",
+     "Like turning a solo recipe into a restaurant kitchen: same dish, plus a rota, a shared order book, "
+     "and one person who speaks to the guests."),
+    ("set_epoch gives every epoch a new shuffle; without it each rank sees the same samples in the same order "
+     "every epoch.",
+     "Like a card dealer who never reshuffles: every player gets the same hand every round."),
+    ("Join lets a rank that ran out of data keep answering the others' all-reduces with zeros.",
+     "Like a runner who has finished but stays on the relay line to pass the baton on."),
+    ("no_sync keeps gradients local for the micro-batches before the last; the last backward's all-reduce "
+     "carries the sum.",
+     "Like saving up letters and posting them together in one envelope."),
+    ("Rank zero writes the checkpoint to a temporary file and renames it; every rank loads it.",
+     "Like one secretary who types the minutes and files them only when complete, so nobody reads half a page."),
+]
+
+CARDS = [
+    ("Where does no_sync go when accumulating gradients over 4 micro-batches under DDP?",
+     "Around the forward and backward of the first 3 micro-batches only. The 4th runs outside it, and its "
+     "all-reduce carries the sum. Wrapping all 4 means no all-reduce at all: the replicas drift apart."),
+    ("Does no_sync change the gradient that the optimizer step uses?",
+     "No: the same summed gradient, with one all-reduce instead of one per micro-batch."),
+    ("You forget sampler.set_epoch(epoch). Does anything warn you?",
+     "No. Each epoch reuses the same shuffle: every rank sees the same samples in the same order."),
+]

@@ -99,3 +99,30 @@ MNEMONIC = (
     "           ^ the slowest rank sets the pace\n"
     "```"
 )
+
+# The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
+KEY_POINTS = [
+    ("Strong scaling splits a fixed global batch; weak scaling keeps each worker's batch. The all-reduce "
+     "moves the model's size either way, so strong scaling runs out of efficiency first.",
+     "Like splitting one pizza among more friends: everyone eats less, but the time to pass the plates stays the same."),
+    ("The ratio of compute to communication decides the efficiency, and it grows with the batch per worker.",
+     "A long meeting justifies a long commute; a five-minute meeting does not."),
+    ("A larger global batch needs a proportionally larger learning rate, usually with a warmup.",
+     "Fewer, longer strides need longer legs, and a few careful first steps."),
+    ("Every step waits for the slowest worker, so one slow rank slows them all.",
+     "A convoy moves at the speed of its slowest lorry."),
+    ("ZeRO shards the optimizer state, then the gradients, then the parameters; activations and the batch "
+     "are split as in any data parallelism.",
+     "Like a shared library: instead of every member owning every book, each keeps a shelf and lends it when needed."),
+]
+
+CARDS = [
+    ("What do ZeRO stages 1, 2 and 3 shard across the data-parallel ranks?",
+     "Stage 1: optimizer state. Stage 2: optimizer state and gradients. Stage 3 (FSDP): those and the "
+     "parameters. Each rank keeps 1/N of what is sharded; activations are not sharded."),
+    ("Does ZeRO-3 split a layer's computation across ranks, like tensor parallelism?",
+     "No. Every rank still runs the whole model on its own shard of the batch; it all-gathers each layer's "
+     "parameters just before using them."),
+    ("Strong scaling from 1 to 8 workers: does the all-reduce get smaller?",
+     "No: it always moves the model's gradient bytes; only each worker's compute shrinks, so efficiency falls."),
+]
