@@ -18,9 +18,13 @@
 # Then we show — and assert — that the result is the *same training* as one process on the
 # full batch, at world sizes 1, 2 and 4, even with frozen, shared and unused parameters.
 #
-# A word on this machine: it has 2 CPU cores, and the ranks are processes on those cores talking
-# through the gloo backend. Expect correct results and honest timings, not big speedups; the
-# numbers below are measured by this run and will differ on yours.
+# A word on this machine: the ranks are processes on a few CPU cores talking through gloo over
+# loopback, where a message is nearly free and computation and communication fight over the same
+# cores. A cluster is the opposite: every GPU has its own link, the link is the bottleneck, and
+# the GPU computes while the network moves bytes. So the timing experiments run on a **simulated
+# cluster link** (lesson 04, section 5b), slowed down as much as this CPU is slower than the GPU
+# it stands for, so that computation and communication keep a real cluster's proportions. The
+# numbers are this run's; yours will differ.
 
 # %%
 import time
@@ -35,14 +39,17 @@ import dpcourse
 from dpcourse.data import shard, synthetic_classification
 from dpcourse.ddp import BucketedDDP, CollectiveCounter, broadcast_parameters
 from dpcourse.models import WideMLP, count_parameters
-from dpcourse.plots import plot_bars, plot_timeline
+from dpcourse.dilation import cluster_link
+from dpcourse.network import reset_stats, stats, transfers
+from dpcourse.plots import plot_bars, plot_wire_timeline
 
 # Knobs: turn these up on a bigger machine (or with GPUs).
 WORLD = 2            # ranks for the timing experiments
 FEATURES, WIDTH, DEPTH = 256, 768, 3    # WideMLP(256, 768, 3): about 1.4 M parameters
 BUCKET_MB = 2.0      # the middle bucket size tried in step 6 (about a third of this model's gradients)
-GLOBAL_BATCH = 128   # samples per step, split over the ranks
+GLOBAL_BATCH = 256   # samples per step, split over the ranks
 STEPS = 5            # timed steps per experiment (the median is reported)
+CLUSTER = ("InfiniBand NDR", "A100")   # the cluster the timings stand for: link preset, GPU
 
 torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)  # import the optimizer machinery once, before forking workers
 data = synthetic_classification(GLOBAL_BATCH, features=FEATURES, seed=0)
@@ -124,14 +131,37 @@ print(f"{n_broadcasts} broadcasts (one per parameter tensor), {1e3 * seconds:.0f
 assert before > 0 and after == 0
 
 # %% [markdown]
+# ## The cluster the timings stand for
+#
+# One number decides whether communication matters: how long a step computes against how long
+# its gradients are on the wire. We measure one training step of this model on one rank's share
+# of the batch, here, with one thread; count its floating-point operations; and divide them by
+# what the GPU of `CLUSTER` does per second (its datasheet peak, at the 40 % of it that real
+# training reaches). The ratio is the **dilation**: the link of `CLUSTER` is slowed down by the
+# same factor, so that one step here spends the same share of its time communicating as it
+# would on that cluster.
+
+# %%
+torch.manual_seed(0)
+per_rank = GLOBAL_BATCH // WORLD
+LINK, dilation = cluster_link(CLUSTER[0], WideMLP(FEATURES, WIDTH, DEPTH), X[:per_rank], Y[:per_rank], gpu=CLUSTER[1])
+grad_bytes = count_parameters(WideMLP(FEATURES, WIDTH, DEPTH)) * 4
+print(f"the dilation: {dilation}")
+print(f"the link: {LINK}")
+print(f"an all-reduce of all {grad_bytes / 1e6:.1f} MB of gradients on {WORLD} ranks: "
+      f"{LINK.time(2 * (WORLD - 1) / WORLD * grad_bytes, 2 * (WORLD - 1)) * 1e3:.1f} ms on the wire, "
+      f"against {dilation.here_s * 1e3:.1f} ms of computation per step")
+
+# %% [markdown]
 # ## A yardstick for steps 3–6
 #
 # To compare the variants fairly, every one of them runs the same function: build the model
 # (same seed on every rank), train `STEPS` SGD steps on this rank's shard, and report the median
-# step time, the collectives per step, and the final parameters. A *variant* is a function
-# `wrap(model) -> (module to call, function to run after backward)`. The single-process baseline
-# is the same loop in one process on the full batch, with one thread — the same compute per
-# process that each rank gets.
+# step time, the all-reduces per step (counted by the simulated process group itself, so
+# PyTorch's DDP is counted too), the final parameters, and a timeline of the last step: when
+# forward and backward ran, and when each simulated transfer was on the wire. A *variant* is a
+# function `wrap(model) -> (module to call, function to run after backward)`. The
+# single-process baseline is the same loop in one process on the full batch, with one thread.
 
 # %%
 def measure(wrap, steps=STEPS):
@@ -141,28 +171,29 @@ def measure(wrap, steps=STEPS):
     net, after_backward = wrap(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = shard(X, r, w), shard(Y, r, w)
-    times, collectives, backward = [], [], None
+    times, collectives = [], []
     for step in range(steps + 1):                  # step 0 is a warm-up, not timed
         dist.barrier()
-        start = time.perf_counter()
+        if w > 1:
+            reset_stats()
+        start = time.monotonic()
         opt.zero_grad()
         loss = nn.functional.cross_entropy(net(x), y)
-        with CollectiveCounter() as counts:
-            t0 = time.perf_counter()
-            loss.backward()
-            t1 = time.perf_counter()
-            after_backward()
+        t0 = time.monotonic()
+        loss.backward()
+        t1 = time.monotonic()
+        after_backward()
         opt.step()
+        end = time.monotonic()
         if step:
-            times.append(time.perf_counter() - start)
-            collectives.append(counts["all_reduce"])
-            backward = (t0, t1)
-    result = {"step_ms": 1e3 * np.median(times), "collectives": max(collectives)}
-    if hasattr(net, "timeline") and net.timeline:  # when each bucket's all-reduce ran, in the last step
-        ms = lambda t: 1e3 * (t - backward[0])
-        result["timeline"] = {"backward": (0.0, ms(backward[1])),
-                              "buckets": [{k: (ms(v) if k in ("ready", "start", "end") else v) for k, v in e.items()}
-                                          for e in net.timeline[-1]]}
+            times.append(end - start)
+            collectives.append(stats()["ops"].get("allreduce", 0) if w > 1 else 0)
+    ms = lambda t: 1e3 * (t - start)               # the last step's times, from its start
+    result = {"step_ms": 1e3 * np.median(times), "collectives": max(collectives),
+              "timeline": {"forward": (0.0, ms(t0)), "backward": (ms(t0), ms(t1)), "step": ms(end),
+                           "transfers": [(ms(a), ms(b), n) for op, a, b, n in transfers(start) if op == "allreduce"]}}
+    if hasattr(net, "timeline") and net.timeline:  # BucketedDDP's own record: when each bucket was ready
+        result["buckets"] = net.timeline[-1]
     if r == 0:
         result["params"] = torch.cat([p.detach().flatten() for p in model.parameters()]).numpy()
     return result
@@ -194,7 +225,7 @@ def naive_average(model):
         dist.all_reduce(p.grad)
         p.grad /= dist.get_world_size()
 
-record("naive (per parameter)", dpcourse.launch(measure, WORLD, lambda m: (m, lambda: naive_average(m)))[0])
+record("naive (per parameter)", dpcourse.launch(measure, WORLD, lambda m: (m, lambda: naive_average(m)), network=LINK)[0])
 
 # %% [markdown]
 # The parameters match the single-process run (within float32 rounding: the sums are added in a
@@ -218,7 +249,7 @@ def flat_average(model):
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
 
-record("flat (one all-reduce)", dpcourse.launch(measure, WORLD, lambda m: (m, lambda: flat_average(m)))[0])
+record("flat (one all-reduce)", dpcourse.launch(measure, WORLD, lambda m: (m, lambda: flat_average(m)), network=LINK)[0])
 
 # %% [markdown]
 # One collective per step now. But the communication still waits for the end of backward, and the
@@ -261,33 +292,30 @@ def overlapped(model):
     wrapped = OverlapEachParameter(model)
     return wrapped, wrapped.finish
 
-record("overlap (per parameter)", dpcourse.launch(measure, WORLD, overlapped)[0])
+record("overlap (per parameter)", dpcourse.launch(measure, WORLD, overlapped, network=LINK)[0])
 
 # %% [markdown]
-# To *see* the overlap we need timestamps. `dpcourse.ddp.BucketedDDP` (step 6) with
-# `bucket_mb=0` does what the class above does — one asynchronous all-reduce per parameter,
-# started from its hook — and with `record_timeline=True` it notes when each all-reduce
-# started and ended. The orange band is the backward pass; each blue bar is one all-reduce; a
-# dot marks the moment the hook found the bucket complete (the gap to the bar is the time spent
-# packing the gradients into one tensor — and, on a busy CPU, waiting for a core).
+# To *see* the overlap, draw the last step of each variant: the grey span is forward, the orange
+# one backward, and each blue bar is one all-reduce on the (simulated) wire, from the moment it
+# started to the moment its last byte was through. The black tick is the end of the step.
 
 # %%
-def bucketed(mb):
-    def wrap(model):
-        ddp = BucketedDDP(model, bucket_mb=mb, record_timeline=True)
-        return ddp, ddp.finish_gradient_synchronization
-    return wrap
-
-record("overlap, timed (bucket_mb=0)", dpcourse.launch(measure, WORLD, bucketed(0.0))[0])
-fig = plot_timeline({"one all-reduce per parameter (bucket_mb=0)": results["overlap, timed (bucket_mb=0)"]["timeline"]})
+fig = plot_wire_timeline({name: results[name]["timeline"]
+                          for name in ("naive (per parameter)", "flat (one all-reduce)", "overlap (per parameter)")})
 plt.show()
+exposed = {name: results[name]["timeline"]["step"] - results[name]["timeline"]["backward"][1]
+           for name in ("flat (one all-reduce)", "overlap (per parameter)")}
+for name, ms in exposed.items():
+    print(f"{name}: the step went on for {ms:.1f} ms after backward had finished")
 
 # %% [markdown]
-# What to look for: the first bars start **inside** the orange band — communication of the last
-# layers runs while autograd is still computing the first layers' gradients. Bars that end after
-# the band are the exposed part of the communication, the time the step still waits for. On two
-# CPU cores, computation and communication compete for the same cores, so the overlap helps less
-# than it does with GPUs, where the network and the GPU work at the same time.
+# What to look for: with the flat all-reduce, nothing is on the wire until backward is over, and
+# the whole transfer is added to the step. With overlap, the first bars start **inside** the
+# orange span: the last layers' gradients travel while autograd is still computing the first
+# layers'. What still sticks out after backward is the *exposed* communication, the only part
+# the step waits for (printed above for this run). On a GPU cluster that is the whole game: the
+# GPU and the network work at the same time, and every millisecond hidden under backward is a
+# millisecond off the step.
 #
 # ## Step 6 — buckets, in the order gradients become ready
 #
@@ -328,34 +356,74 @@ assert ready_order == [n for n, _ in order_model.named_parameters()][::-1]
 # in single-process training); and `no_sync()` lets you accumulate gradients over several
 # backward passes without communicating.
 #
-# Let us try two more bucket sizes: `BUCKET_MB`, and one bucket for everything.
+# Let us try three bucket sizes: one bucket per parameter (`bucket_mb=0`), `BUCKET_MB`, and one
+# bucket for everything (`bucket_mb=None`).
 
 # %%
-grad_mb = count_parameters(WideMLP(FEATURES, WIDTH, DEPTH)) * 4 / 2**20
-print(f"this model's gradients: {grad_mb:.1f} MB in float32")
-for mb in (BUCKET_MB, None):
-    record(f"bucketed, bucket_mb={mb}", dpcourse.launch(measure, WORLD, bucketed(mb))[0])
+def bucketed(mb):
+    def wrap(model):
+        ddp = BucketedDDP(model, bucket_mb=mb, record_timeline=True)
+        return ddp, ddp.finish_gradient_synchronization
+    return wrap
 
-fig = plot_timeline({
-    "one bucket per parameter (bucket_mb=0)": results["overlap, timed (bucket_mb=0)"]["timeline"],
-    f"bucket_mb={BUCKET_MB}": results[f"bucketed, bucket_mb={BUCKET_MB}"]["timeline"],
-    "one bucket (bucket_mb=None)": results["bucketed, bucket_mb=None"]["timeline"],
-})
+print(f"this model's gradients: {grad_bytes / 2**20:.1f} MB in float32")
+for mb in (0.0, BUCKET_MB, None):
+    record(f"bucketed, bucket_mb={mb}", dpcourse.launch(measure, WORLD, bucketed(mb), network=LINK)[0])
+
+fig = plot_wire_timeline({f"bucket_mb={mb}": results[f"bucketed, bucket_mb={mb}"]["timeline"] for mb in (0.0, BUCKET_MB, None)},
+                         title="BucketedDDP: three bucket sizes, last step")
 plt.show()
 
 # %% [markdown]
-# Read the panels top to bottom. With one bucket, the all-reduce cannot start before the very
-# last gradient is ready (its dot, near the end of the backward computation): all communication
-# comes at the end. With several buckets, the first bucket leaves early in backward and the last
-# one waits only for the first layer's gradients. The dots show when each
-# bucket became ready: a bar that starts later than its dot was queued behind the bucket before it.
+# Read the rows top to bottom. With one bucket, the all-reduce cannot start before the very last
+# gradient is ready: all communication comes after backward, like the flat version. With
+# several buckets, the first bucket leaves early in backward and the last one waits only for
+# the first layer's gradients. With one bucket per parameter, every message pays the link's
+# latency once more.
+#
+# ## The best bucket size
+#
+# Small buckets start early but pay the per-message latency many times; big buckets pay it
+# rarely but start late. Somewhere between is a best size, and it depends on the link's latency
+# and bandwidth and on how fast backward produces gradients. A sweep, all sizes measured in the
+# same launch in turns (so that they see the same machine):
+
+# %%
+SWEEP_MB = [0.0, 0.25, 1.0, 2.0, 4.0, None]
+
+def sweep(rounds=2):
+    times = {mb: [] for mb in SWEEP_MB}
+    order = list(SWEEP_MB)
+    for _ in range(rounds):
+        order = order[1:] + order[:1]
+        for mb in order:
+            times[mb].append(measure(bucketed(mb), steps=3)["step_ms"])
+    return {mb: float(np.median(t)) for mb, t in times.items()}
+
+swept = dpcourse.launch(sweep, WORLD, network=LINK)[0]
+label = lambda mb: "one bucket" if mb is None else f"{mb:g} MB"
+fig = plot_bars({label(mb): ms for mb, ms in swept.items()}, "ms per training step",
+                f"BucketedDDP on {CLUSTER[0]} standing for {CLUSTER[1]} GPUs, {WORLD} ranks", fmt="{:.1f}")
+plt.show()
+best = min(swept, key=swept.get)
+worst = max(swept, key=swept.get)
+print(f"best bucket size this run: {label(best)} ({swept[best]:.1f} ms per step); "
+      f"worst: {label(worst)} ({swept[worst]:.1f} ms, {swept[worst] / swept[best]:.2f}x the best)")
+
+# %% [markdown]
+# The best size is the one that starts the first transfer early enough to fill the backward
+# pass with communication, without paying the latency for too many messages. On this link a
+# message's latency is printed at the top (`the link: …`); divide the gradients' transfer time by
+# it to see how many messages the link can afford. PyTorch's DDP uses 25 MB buckets (and a small
+# 1 MB first one) because real models have hundreds of megabytes of gradients: for them, 25 MB
+# is "small". Turn `CLUSTER` to a slower link (`"10GbE"`) or a faster GPU (`"H100"`) and the
+# best size moves.
 #
 # ## All variants, side by side
 #
 # The timings above ran one after another while the machine did other things. For a fairer
 # comparison, measure all distributed variants in the same launch, in turns, together with
-# PyTorch's own DDP; the one-process baseline (which needs its own launch) is measured right
-# before and right after, and averaged.
+# PyTorch's own DDP, on the same cluster link.
 
 # %%
 from torch.nn.parallel import DistributedDataParallel
@@ -373,28 +441,32 @@ def side_by_side(rounds=2):
             times[name].append(measure(variants[name], steps=max(2, STEPS // 3))["step_ms"])
     return {name: float(np.median(t)) for name, t in times.items()}
 
-baseline = [dpcourse.launch(measure, 1, no_sync_needed)[0]["step_ms"]]   # measured just before...
-distributed = dpcourse.launch(side_by_side, WORLD)[0]
-baseline.append(dpcourse.launch(measure, 1, no_sync_needed)[0]["step_ms"])  # ...and just after
-step_ms = {"1 process": float(np.mean(baseline)), **distributed}
+step_ms = dpcourse.launch(side_by_side, WORLD, network=LINK)[0]
 for name, ms in step_ms.items():
-    print(f"{name:18s} {ms:7.1f} ms per step  {GLOBAL_BATCH / ms * 1e3:8.0f} samples/s  "
-          f"{step_ms['1 process'] / ms:5.2f}x vs one process with one thread")
-fig = plot_bars(step_ms, "ms per training step", f"{WORLD} ranks vs one process, global batch {GLOBAL_BATCH}", fmt="{:.0f}")
+    print(f"{name:18s} {ms:7.1f} ms per step  {step_ms['flat'] / ms:5.2f}x the speed of flat-after-backward")
+fig = plot_bars(step_ms, "ms per training step",
+                f"{WORLD} ranks on {CLUSTER[0]} standing for {CLUSTER[1]} GPUs (baseline: flat)", fmt="{:.1f}")
 plt.show()
+overlapped_best = min(("overlap per param", f"BucketedDDP {BUCKET_MB:g} MB", "torch DDP"), key=step_ms.get)
+gain = 1 - step_ms[overlapped_best] / step_ms["flat"]
+print(f"fastest overlapped variant: {overlapped_best}, {abs(gain):.0%} {'less' if gain > 0 else 'more'} time per step "
+      f"than one flat all-reduce after backward")
 
 # %% [markdown]
-# How to read these numbers (this machine's, from this run):
+# How to read these numbers (this run's):
 #
-# * The **baseline** is one process with one thread running the whole global batch. Two ranks
-#   each do half the compute, so the ideal is 2× — but on 2 CPU cores the two ranks, gloo's
-#   communication threads and everything else on the machine share those cores, so expect little
-#   speedup, and sometimes a slowdown. On 4 GPUs with a fast interconnect the same code gets close to 4×.
-# * Among the distributed variants, the differences come from communication: fewer messages
-#   (flat, buckets) and overlap (hooks) both cut the time the step waits for the network. On
-#   this model and machine the gaps are small and noisy; run the big comparison with
-#   `dpcourse bench ddp --world-size 2` (a 9 M-parameter model, PyTorch's DDP included), and
-#   compare `BucketedDDP` with PyTorch's DDP there.
+# * The **baseline** here is the flat all-reduce after backward: the best you can do without
+#   overlap. Every overlapped variant starts sending while backward still runs, so it can hide up
+#   to the whole backward pass's worth of communication; the line above says how much this run
+#   gained.
+# * **naive** pays the link's latency once per parameter *and* waits for backward to finish: it
+#   has the costs of both worlds.
+# * **BucketedDDP** and **PyTorch's DDP** do the same thing (buckets in ready order, asynchronous
+#   all-reduces from hooks). Differences between them are the cost of Python hooks against C++
+#   ones, and of packing buckets.
+# * On this machine without a simulated link, all of these differences shrink to noise, because
+#   loopback messages are nearly free: `dpcourse bench ddp` shows it. `dpcourse bench network`
+#   repeats this comparison on any link and GPU you name.
 #
 # ## Same training as one process, at world sizes 1, 2 and 4
 #
@@ -454,12 +526,14 @@ for world in (1, 2, 4):
 
 # %% [markdown]
 # All ranks, at every world size, end with the parameters of single-process training — to within
-# float64 rounding. That is the promise of data parallelism: *the same training, faster*,
-# as long as the shards are equal and every rank averages the same gradients.
+# float64 rounding. That is the promise of data parallelism: *the same training*, spread over
+# several devices, as long as the shards are equal and every rank averages the same gradients.
+# Whether it is also *faster* depends on the hardware: on a cluster each rank computes on its own
+# GPU, and the side-by-side above shows how much of the communication overlap can hide.
 #
 # Next: the exercise `exercises/05_ddp_by_hand.ipynb`, where you write `average_gradients` and
-# `BucketedDDP` yourself, and lesson 06, where PyTorch's `DistributedDataParallel` and
-# `torchrun` take over.
+# `BucketedDDP` yourself; lesson 06, on `nn.DataParallel`; and lesson 07, where PyTorch's
+# `DistributedDataParallel` and `torchrun` take over.
 
 # %% [markdown]
 # ## Summary, key terms and self-check
