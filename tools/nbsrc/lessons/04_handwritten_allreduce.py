@@ -363,11 +363,13 @@ for n in WORLD_SIZES:
           f"ring busbw = {busbw(largest, t['ring'], n) / mem_bw:.0%} of the memory copy rate")
 
 # %% [markdown]
-# Read the ratios printed above; they are this run's. What to expect: for large tensors a ring
-# written in Python should come close to gloo's own all-reduce, because both spend their time
-# moving bytes, and Python's few microseconds per step vanish next to milliseconds of copying.
-# For small tensors, fixed costs decide, and which algorithm pays the least of them varies from
-# machine to machine. This run, at the smallest size:
+# Read the ratios printed above; they are this run's. Why they can be close at all: for large
+# tensors both our ring and gloo's spend their time moving bytes, and Python's few microseconds
+# per step vanish next to milliseconds of copying. Why they can also be far apart here: with 4
+# ranks on 2 cores, whoever gets a core first moves its bytes first, and the order of the ring's
+# steps decides how often a rank waits for a neighbour that has no core. For small tensors,
+# fixed costs decide, and which algorithm pays the least of them varies from machine to
+# machine. This run, at the smallest size:
 
 # %%
 smallest = min(SIZES)
