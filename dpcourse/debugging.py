@@ -323,7 +323,8 @@ def analyse_flight_records(records: dict[int, dict], group: str = "0") -> str:
 @dataclass
 class Mismatch:
     """What DETAIL's "Detected mismatch between collectives" error says: two ranks, the sequence
-    number (counted from 0), and each one's operation and tensor shapes."""
+    number (counted from 0) of the rank that raised it, and each one's operation and tensor shapes.
+    (A rank waiting in a barrier is reported by the other side with an internal GATHER.)"""
 
     seq: int
     ranks: tuple[int, int]
@@ -336,13 +337,17 @@ class Mismatch:
                 f"rank {b} called {ob} {sb}")
 
 
-_FINGERPRINT = re.compile(r"Rank (\d+) is running collective: CollectiveFingerPrint\(SequenceNumber=(\d+), "
+_FINGERPRINT = re.compile(r"Rank (\d+) is running collective: CollectiveFingerPrint\(SequenceNumber=(\d+),?\s*"
                           r"OpType=(\w+)(?:, TensorShape=(\[[^\]]*\]))?")
 
 
 def parse_mismatch(message: str) -> Mismatch | None:
     """Read DETAIL's mismatch error (from ``str(exc)`` of the launch's :class:`WorkerError`)."""
-    found = _FINGERPRINT.findall(message)
+    start = message.find("Detected mismatch between collectives")
+    if start < 0:
+        return None
+    end = message.find("Collectives differ", start)
+    found = _FINGERPRINT.findall(message[start:end if end > 0 else None])  # the first report only
     if len(found) < 2:
         return None
     (ra, sa, oa, ta), (rb, _, ob, tb) = found[:2]

@@ -142,12 +142,7 @@ _RETURN = '''\
     return {"params": {k: v.detach().clone() for k, v in model.state_dict().items()}}
 '''
 
-_LOG_OPS = {
-    "barrier": ("BARRIER", '''\
-            if rank == {rank} and (step + 1) % {every} == 0:  # this rank logs progress, then lets the others catch up
-                print(f"step {{step}}: loss {{loss.item():.4f}}")
-                dist.barrier()
-'''),
+_LOG_OPS = {  # in this order: the variant draws an index
     "all_reduce": ("ALLREDUCE", '''\
             if rank == {rank} and (step + 1) % {every} == 0:  # this rank logs the mean loss over the ranks
                 mean = loss.detach().reshape(1).clone()
@@ -159,6 +154,12 @@ _LOG_OPS = {
                 news = loss.detach().reshape(1).clone()
                 dist.broadcast(news, src={rank})
                 print(f"step {{step}}: loss {{news.item():.4f}}")
+'''),
+    "all_gather": ("ALLGATHER", '''\
+            if rank == {rank} and (step + 1) % {every} == 0:  # this rank collects every rank's loss for its log
+                losses = [torch.zeros(1, dtype=torch.float64) for _ in range(world)]
+                dist.all_gather(losses, loss.detach().reshape(1))
+                print(f"step {{step}}: losses {{[round(t.item(), 4) for t in losses]}}")
 '''),
 }
 
@@ -271,7 +272,7 @@ def _variant(family: str, rng: random.Random, seed: int) -> tuple[dict, dict, di
     """(variant, config, truth) of ``family``."""
     ranks_all = list(range(WORLD))
     if family == "hang":
-        v = {"op": rng.choice(sorted(_LOG_OPS)), "rank": rng.randrange(WORLD), "every": rng.choice([2, 3, 4])}
+        v = {"op": rng.choice(list(_LOG_OPS)), "rank": rng.randrange(WORLD), "every": rng.choice([2, 3, 4])}
         config = _base(seed)
         # broadcast_parameters: one collective per parameter (numbers 0..5 in DETAIL's count), then one
         # all-reduce per step (6 + step); the extra call comes right after step every-1's all-reduce

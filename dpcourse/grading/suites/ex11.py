@@ -24,7 +24,7 @@ SUITE = Suite("11", names=NAMES, title="Debugging lab", reference_modules=("dpco
 DETAILS = {  # what the diagnosis must say besides family and ranks, as the lesson's tools report it
     "hang": "the operation and its sequence number",
     "divergence": "the first step and the first parameter where the ranks split",
-    "averaging": "the first parameter that differs from one process",
+    "averaging": "the first parameter that differs from one process after one step",
     "data order": "the first step at which a rank reads a wrong batch",
     "uneven inputs": "the step at which the others wait for it",
     "checkpoint race": "nothing more",
