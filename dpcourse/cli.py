@@ -1,4 +1,4 @@
-"""The ``dpcourse`` command: doctor, lab, bench, demo, release, grade."""
+"""The ``dpcourse`` command: doctor, lab, bench, demo, release, grade, audio, review."""
 
 from __future__ import annotations
 
@@ -42,6 +42,18 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     from dpcourse.grading import grade
 
     return grade.main(args)
+
+
+def _cmd_audio(args: argparse.Namespace) -> int:
+    from dpcourse import audio
+
+    return audio.main(args)
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    from dpcourse import review
+
+    return review.main(args)
 
 
 def _sizes(text: str) -> list[int]:
@@ -107,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling", choices=("weak", "strong"), default="weak",
                    help="weak: --batch-size per worker; strong: --batch-size is the global batch, split over workers")
     p.add_argument("--steps", type=int, default=None, help="timed steps per run (default 20)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per point; the plot shows the median and the min-max "
+                                                          "spread (default 3)")
+    p.add_argument("--network", default=None, metavar="PRESET",
+                   help="run the ranks on a simulated link, a preset of dpcourse.links() (e.g. 25GbE, 1GbE); "
+                        "default: none, this machine's real loopback")
+    p.add_argument("--cluster", default=None, metavar="GPU",
+                   help="dilate the link for the demo's model so the run stands for GPUs of this kind on it "
+                        "(T4, A100, H100, H200; the link defaults to InfiniBand NDR)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the single-process runs (1 process x 1..cores threads) the speedups are compared with")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before a run is stopped")
     p.add_argument("--show", action="store_true", help="also show the plot in a window, updated as runs finish")
     p.add_argument("--out", type=Path, default=Path("demo-out"))
@@ -131,6 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory a test process may add on top of what torch already maps")
     p.add_argument("--jobs", type=int, default=2, help="tests run at once (one per core is a good start)")
     p.set_defaults(func=_cmd_grade)
+
+    p = sub.add_parser("audio", help="speak the lessons' dialogues and audiobooks (offline: flite or espeak-ng)",
+                       description="Builds each lesson's audio into ~/.dpcourse/audio (or $DPCOURSE_HOME/audio); "
+                                   "the Listen tab of the lesson's aids plays it. Needs: apt-get install flite sox")
+    p.add_argument("lessons", nargs="*", help="lesson numbers, e.g. 04 6b (default: every lesson)")
+    p.add_argument("--track", choices=("dialogue", "audiobook", "both"), default="both")
+    p.add_argument("--engine", choices=("flite", "espeak-ng"), default=None, help="default: flite, else espeak-ng")
+    p.add_argument("--force", action="store_true", help="rebuild even when the built audio is up to date")
+    p.add_argument("--measure", action="store_true", help="also print words per second and each voice's pitch")
+    p.set_defaults(func=_cmd_audio)
+
+    p = sub.add_parser("review", help="spaced review of the flashcards of every lesson you have opened",
+                       description="Shows the due cards one at a time; rate each 1 Again, 2 Hard, 3 Good, 4 Easy. "
+                                   "FSRS schedules the next review from your answers; history in ~/.dpcourse/review.")
+    p.add_argument("--open", nargs="+", metavar="LESSON", help="add these lessons' cards to your deck first")
+    p.add_argument("--lesson", default=None, help="review only this lesson's cards")
+    p.add_argument("--limit", type=int, default=None, help="stop after this many cards")
+    p.add_argument("--status", action="store_true", help="only say what is due, per lesson")
+    p.set_defaults(func=_cmd_review)
     return parser
 
 
