@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from nb import parse_percent  # noqa: E402
+from nb import MalformedSource, main, parse_percent  # noqa: E402
 
 SOURCES = sorted((ROOT / "tools" / "nbsrc").glob("*/*.py"))
 
@@ -35,3 +35,21 @@ def test_notebooks_are_stored_executed_without_widget_state(folder):
         errors = [c for c in code for o in c.outputs if o.output_type == "error"
                   and "raises-exception" not in c.metadata.get("tags", [])]
         assert not errors, f"{path.name}: stored with an error"
+
+
+def test_a_malformed_source_fails_the_build(tmp_path):
+    good = (ROOT / "tools" / "nbsrc" / "lessons" / "index.py").read_text()
+    lines = good.splitlines(keepends=True)
+    def prose(line: str) -> bool:  # a markdown line of plain text (not a heading, not a cell marker)
+        return line.startswith("# ") and line[2:3] not in ("#", "%", "|", "-", "*", "")
+
+    markdown_line = next(i for i in range(1, len(lines)) if prose(lines[i]) and prose(lines[i - 1]))
+    lines[markdown_line] = lines[markdown_line][2:]  # a markdown line that lost its "# "
+    broken = tmp_path / "broken.py"
+    broken.write_text("".join(lines))
+    with pytest.raises(MalformedSource, match=rf"broken.py:{markdown_line + 1}: not in jupytext's percent format"):
+        parse_percent(broken.read_text(), where=str(broken))
+    out = tmp_path / "broken.ipynb"
+    assert main(["build", str(broken), str(out), "--no-execute"]) == 2
+    assert not out.exists(), "a malformed source must not produce a notebook"
+    parse_percent(good)  # and the real source is fine

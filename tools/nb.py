@@ -3,51 +3,45 @@
     python tools/nb.py build lessons/src.py lessons/01_x.ipynb   # percent-format source -> executed notebook
     python tools/nb.py execute lessons/01_x.ipynb ...           # re-run a notebook in place, store outputs
 
-Source format: cells start with ``# %%`` (code) or ``# %% [markdown]`` (markdown, each line
-behind ``# ``); ``# %% tags=["graded"]`` adds cell tags. Executing strips widget state so that
-committed notebooks never carry it, and stores outputs from a fresh kernel in the notebook's folder.
+Source format: jupytext's percent format (``# %%`` starts a code cell, ``# %% [markdown]`` a
+markdown cell whose lines start with ``# ``, ``# %% tags=["graded"]`` adds cell tags, and a shell
+line is written ``# !cmd``). A source must be exactly what jupytext itself would write for its
+cells, so a line that lost its ``# `` fails the build with its line number instead of turning
+into code or text silently. Executing strips widget state so that committed notebooks never
+carry it, and stores outputs from a fresh kernel in the notebook's folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
+import jupytext
 import nbformat
 from nbclient import NotebookClient
 
-_HEADER = re.compile(r"^# %%(?P<md> \[markdown\])?(?: tags=(?P<tags>\[.*\]))?\s*$")
+class MalformedSource(ValueError):
+    """A notebook source that is not in jupytext's percent format exactly."""
 
 
-def parse_percent(text: str) -> nbformat.NotebookNode:
-    """Turn percent-format source into a notebook (no outputs)."""
-    nb = nbformat.v4.new_notebook()
+def parse_percent(text: str, where: str = "<source>") -> nbformat.NotebookNode:
+    """Turn percent-format source into a notebook (no outputs); raise :class:`MalformedSource`
+    unless jupytext writes the very same text back for the cells it read."""
+    nb = jupytext.reads(text, fmt="py:percent")
+    canonical = jupytext.writes(nb, fmt="py:percent")
+    if canonical != text:
+        ours, theirs = text.splitlines(), canonical.splitlines()
+        line = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+        got = ours[line] if line < len(ours) else "<end of file>"
+        want = theirs[line] if line < len(theirs) else "<end of file>"
+        raise MalformedSource(f"{where}:{line + 1}: not in jupytext's percent format: found {got!r}, "
+                              f"jupytext would write {want!r} (a markdown line starts with '# ', a shell line is '# !cmd').")
+    nb.metadata.pop("jupytext", None)
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nb.metadata["language_info"] = {"name": "python"}
-    cells: list[tuple[bool, list[str], list[str]]] = []
-    for line in text.splitlines():
-        m = _HEADER.match(line)
-        if m:
-            cells.append((bool(m["md"]), json.loads(m["tags"]) if m["tags"] else [], []))
-        elif cells:
-            cells[-1][2].append(line)
-    for is_md, tags, lines in cells:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        while lines and not lines[0].strip():
-            lines.pop(0)
-        if is_md:
-            body = "\n".join(l[2:] if l.startswith("# ") else l.lstrip("#") for l in lines)
-            cell = nbformat.v4.new_markdown_cell(body)
-        else:
-            cell = nbformat.v4.new_code_cell("\n".join(lines))
-        if tags:
-            cell.metadata["tags"] = tags
-        nb.cells.append(cell)
     return nb
 
 
@@ -76,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("notebooks", type=Path, nargs="+")
     args = parser.parse_args(argv)
     if args.cmd == "build":
-        nbformat.write(parse_percent(args.source.read_text()), args.notebook)
+        try:
+            nb = parse_percent(args.source.read_text(), where=str(args.source))
+        except MalformedSource as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        nbformat.write(nb, args.notebook)
         targets = [] if args.no_execute else [args.notebook]
     else:
         targets = args.notebooks

@@ -131,6 +131,7 @@ ax.set_ylabel("launch time (ms, median of 3)")
 ax.set_title("Starting workers from a notebook cell, measured here")
 plt.show()
 
+
 # %% [markdown]
 # Expect tens to a few hundred milliseconds: small next to a training run, and growing with the
 # number of workers because every worker must connect to the others.
@@ -142,7 +143,7 @@ plt.show()
 # for it at a `barrier` (a point every rank must reach), rank 0 would wait forever. The launcher
 # notices rank 1's failure, stops *all* workers, and raises one error that names the rank and shows
 # its traceback. Here we catch that error and print it, so that the notebook goes on; without the
-`try`, the cell would end with the same message in red.
+# `try`, the cell would end with the same message in red.
 
 # %%
 def crash_on_rank_one():
