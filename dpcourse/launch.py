@@ -562,7 +562,8 @@ def _run(fn: Callable, args: tuple, r: int, config: dict, res_fd: int, ack_fd: i
         sys.stdout.flush()
         sys.stderr.flush()
         # the traceback starts at fn: the launcher's own frame is noise to a learner
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
+        te = traceback.TracebackException(type(exc), exc, exc.__traceback__.tb_next)
+        tb = "".join(_short_paths(te).format())
         _send(res_fd, b"e", pickle.dumps((type(exc).__name__, str(exc), tb)))
         return
     sys.stdout.flush()
@@ -580,6 +581,59 @@ def _run(fn: Callable, args: tuple, r: int, config: dict, res_fd: int, ack_fd: i
     released.wait()  # until every rank has answered, so no peer loses a message in flight
 
 
+def _shown_path(filename: str) -> str:
+    """A file name as a traceback should show it to anyone: no path of the machine it ran on.
+
+    A notebook cell becomes ``Cell In[7]`` (as IPython shows it), an installed package's file starts
+    at the package (``torch/distributed/distributed_c10d.py``), and this course's own files start at
+    ``dpcourse/``.
+    """
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        named = shell.compile.format_code_name(filename) if shell is not None else None
+        if named:
+            return " ".join(named)
+    except Exception:  # no IPython, or an IPython without this API: keep going
+        pass
+    for marker in ("site-packages" + os.sep, "dist-packages" + os.sep):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    if filename.startswith(package_parent):
+        return filename[len(package_parent):]
+    return filename
+
+
+def _short_paths(obj: Any) -> Any:
+    """``obj`` (a StackSummary, a list of frames or a TracebackException, with its causes) with
+    :func:`_shown_path` file names; the source lines are read first, from the real files."""
+    seen: set[int] = set()
+
+    def fix(stack: Any) -> None:
+        for frame in stack:
+            frame.line  # noqa: B018  (loads the source line while the real path still names the file)
+            frame.filename = _shown_path(frame.filename)
+
+    def walk(te: Any) -> None:
+        if te is None or id(te) in seen:
+            return
+        seen.add(id(te))
+        fix(te.stack)
+        walk(te.__cause__)
+        walk(te.__context__)
+        for sub in getattr(te, "exceptions", None) or []:
+            walk(sub)
+
+    if isinstance(obj, traceback.TracebackException):
+        walk(obj)
+        return obj
+    stack = traceback.StackSummary.from_list(obj)
+    fix(stack)
+    return stack
+
+
 def _start_watchdog(ack_fd: int) -> threading.Event:
     """A thread that prints the main thread's stack when the parent asks (on a hang), and sets
     the returned event when the parent lets this worker go (closes the pipe)."""
@@ -592,7 +646,7 @@ def _start_watchdog(ack_fd: int) -> threading.Event:
             stack = traceback.extract_stack(frame) if frame is not None else []
             inside = [i for i, f in enumerate(stack) if f.name == "_run" and f.filename == __file__]
             stack = [f for f in stack[inside[-1] if inside else 0:] if "c10d_logger" not in f.filename]
-            sys.stderr.write("stuck here (most recent call last):\n" + "".join(traceback.format_list(stack)))
+            sys.stderr.write("stuck here (most recent call last):\n" + "".join(_short_paths(stack).format()))
             sys.stderr.flush()
         released.set()
 

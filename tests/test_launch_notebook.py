@@ -67,6 +67,26 @@ def test_crash_in_a_cell_function_shows_the_rank_and_traceback(kernel):
     ))
     assert err is not None and err["ename"] == "WorkerError"
     assert err["evalue"].startswith("rank 1 raised RuntimeError: planted")
+    # the worker's traceback names the cell as IPython does, not the kernel's temporary file, so
+    # stored notebook outputs show no path of the machine that ran them
+    assert re.search(r'File "Cell In\[\d+\]", line 3, in crash', err["evalue"]), err["evalue"]
+    assert "/tmp/" not in err["evalue"] and "ipykernel_" not in err["evalue"]
+
+
+def test_a_hang_shows_stacks_without_machine_paths(kernel):
+    _, kc = kernel
+    out, err = run_cell(kc, (
+        "def mismatched():\n"
+        "    if dist.get_rank() == 0:\n"
+        "        dist.barrier()\n"
+        "    else:\n"
+        "        dist.broadcast(torch.zeros(1), src=0)\n"
+        "dpcourse.launch(mismatched, 2, timeout=5)\n"
+    ))
+    assert err is not None and err["ename"] == "LaunchTimeout"
+    assert "stuck here" in out and re.search(r'File "Cell In\[\d+\]", line 5, in mismatched', out), out
+    assert 'File "torch/distributed/distributed_c10d.py"' in out, out
+    assert "site-packages" not in out and "/tmp/" not in out, out
 
 
 def test_interrupt_button_stops_all_workers(kernel):

@@ -31,6 +31,16 @@ def _load_script():
 train_ddp = _load_script()
 
 
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lose_a_node = _load("lose_a_node")
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -173,3 +183,60 @@ def test_slurm_script_uses_torchrun_rendezvous():
     text = (SCRIPTS / "slurm_2nodes.sbatch").read_text()
     for needle in ("--nodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint", "srun", "train_ddp.py"):
         assert needle in text
+
+
+def _flags(args: list[str]) -> set[str]:
+    return {a.split("=", 1)[0] for a in args if a.startswith("--")}
+
+
+def _slurm_command() -> list[str]:
+    """The torchrun command of the Slurm script, as arguments (continuation lines joined)."""
+    text = (SCRIPTS / "slurm_2nodes.sbatch").read_text().replace("\\\n", " ")
+    line = next(l for l in text.splitlines() if l.startswith("srun torchrun"))
+    return line.split()[1:]
+
+
+def test_multi_node_commands_survive_a_killed_rank_and_agree_with_the_slurm_script():
+    """Lesson 07 prints torchrun_command(...); the Slurm script must pass the same flags, restart flags included."""
+    lesson = lose_a_node.torchrun_command("10.0.0.1:29400", "run-1", nnodes="2", nproc_per_node=4,
+                                          script_args=("--epochs", "20"))
+    slurm = _slurm_command()
+    for cmd in (lesson, slurm):
+        flags = _flags(cmd)
+        assert {"--rdzv-backend", "--rdzv-endpoint", "--rdzv-id", "--rdzv-conf", "--max-restarts",
+                "--checkpoint-dir", "--resume", "--collective-timeout"} <= flags, sorted(flags)
+        assert "--rdzv-backend=c10d" in cmd and "--standalone" not in cmd
+        conf = next(a for a in cmd if a.startswith("--rdzv-conf=")).split("=", 1)[1]
+        join = dict(kv.split("=") for kv in conf.split(","))["join_timeout"]
+        assert 0 < int(join) < 600, "join_timeout must be set below torchrun's silent default of 600 s"
+        assert int(next(a for a in cmd if a.startswith("--max-restarts=")).split("=")[1]) >= 1
+    assert _flags(lesson) == _flags(slurm) - {"--model", "--amp"}
+    lesson_source = (SCRIPTS.parent.parent / "tools" / "nbsrc" / "lessons" / "07_ddp.py").read_text()
+    assert "torchrun_command(" in lesson_source and "--nnodes=2 --nproc_per_node" not in lesson_source
+
+
+def test_crash_node_flag_needs_torchrun():
+    with pytest.raises(dpcourse.WorkerError, match="only makes sense under torchrun"):
+        dpcourse.launch(train_ddp.train, 2, dict(epochs=1, crash_node_at_step=1), timeout=60)
+
+
+@pytest.mark.slow
+def test_fixed_size_job_that_loses_a_node_gives_up_after_join_timeout(no_leftover_processes):
+    """--nnodes=2: the survivor restarts, waits join_timeout for the lost node, then exits with a clear error."""
+    outcome = lose_a_node.lose_a_node(nnodes="2", join_timeout=5, timeout=120)
+    assert "simulating the loss of this whole node at step 30" in outcome["lost_log"], outcome["lost_log"][-2000:]
+    assert outcome["returncode"] not in (None, 0), "the survivor should give up, not wait or succeed"
+    assert "RendezvousTimeoutError" in outcome["log"], outcome["log"][-3000:]
+    assert outcome["resumed_ranks"] is None  # it never trained again
+    assert outcome["seconds_after_loss"] is not None
+
+
+@pytest.mark.slow
+def test_elastic_job_that_loses_a_node_resumes_alone_and_finishes(no_leftover_processes):
+    """--nnodes=1:2: once the lost node's heartbeats are missing, the survivor resumes from the checkpoint alone."""
+    outcome = lose_a_node.lose_a_node(nnodes="1:2", join_timeout=15, last_call_timeout=3, keep_alive=(1, 2),
+                                      timeout=120)
+    assert "simulating the loss of this whole node at step 30" in outcome["lost_log"], outcome["lost_log"][-2000:]
+    assert outcome["returncode"] == 0, outcome["log"][-3000:]
+    assert outcome["resumed_ranks"] == 1, outcome["log"][-3000:]
+    assert "resumed from checkpoint at epoch 1" in outcome["log"] and "done:" in outcome["log"]

@@ -7,8 +7,11 @@ Run it the production way (one process per device, started by torchrun):
 or import it and call :func:`train` on every rank under ``dpcourse.launch``. Every feature lesson 07
 teaches is a flag: ``--accumulate`` (``no_sync``), ``--uneven`` (``Join``), ``--sync-bn``,
 ``--bucket-cap-mb`` / ``--grad-as-bucket-view``, ``--checkpoint-dir`` / ``--resume`` (rank 0 writes,
-every rank loads), ``--amp`` (bf16 autocast on GPU). ``--crash-at-step`` kills one worker on purpose
-(first attempt only) so that ``torchrun --max-restarts=1`` can show a restart from the checkpoint.
+every rank loads), ``--amp`` (bf16 autocast on GPU), ``--collective-timeout`` (how long a collective
+waits for a silent peer). ``--crash-at-step`` kills one worker on purpose (first attempt only) so that
+``torchrun --max-restarts=1`` can show a restart from the checkpoint; ``--crash-node-at-step``, given
+to one node's command only, kills that whole node (its torchrun and its workers), to show what a
+fixed ``--nnodes`` job and an elastic ``--nnodes=MIN:MAX`` one do when a machine is lost.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class Config:
     device: str = "auto"           # auto (cuda under nccl, else cpu), cpu or cuda
     double: bool = False           # float64 parameters: agreement checks free of rounding noise
     crash_at_step: int = -1        # kill rank 1 at this global step on the first attempt
+    crash_node_at_step: int = -1   # kill this node (torchrun agent + its workers) at this step, first attempt
+    collective_timeout: float = 120.0  # seconds a collective waits for a peer before it fails
     out: str | None = None         # rank 0 saves the final parameters here
     log_every: int = 0             # print every N steps on rank 0 (0: once per epoch)
 
@@ -146,6 +151,20 @@ def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, e
     os.replace(tmp, path)
 
 
+def _lose_this_node(step: int) -> None:
+    """Simulate a machine that dies: its torchrun agent and every worker on it vanish at once.
+
+    Every local worker reaches the same step (they step together), so local rank 0 kills the agent and
+    each worker kills itself: nothing of this node is left to say goodbye to the other nodes.
+    """
+    if "TORCHELASTIC_RESTART_COUNT" not in os.environ:
+        raise RuntimeError("--crash-node-at-step only makes sense under torchrun (it kills torchrun's agent).")
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        print(f"rank {dist.get_rank()}: simulating the loss of this whole node at step {step}", flush=True)
+        os.kill(os.getppid(), signal.SIGKILL)  # the torchrun agent of this node
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def evaluate(model: nn.Module, dataset: Any, device: torch.device) -> float:
     """Accuracy of ``model`` on ``dataset`` (run on one rank; no communication)."""
     model.eval()
@@ -170,7 +189,7 @@ def train(cfg: Config | dict | None = None, **overrides: Any) -> dict[str, Any]:
     cfg = dataclasses.replace(cfg, **overrides)
     if cfg.accumulate < 1 or cfg.batch_size < 1 or cfg.epochs < 0:
         raise ValueError("accumulate and batch_size must be at least 1 and epochs at least 0.")
-    setup()
+    setup(timeout_s=cfg.collective_timeout)
     rank, world = dist.get_rank(), dist.get_world_size()
     device = _device(cfg)
     dtype = torch.float64 if cfg.double else torch.float32
@@ -193,7 +212,7 @@ def train(cfg: Config | dict | None = None, **overrides: Any) -> dict[str, Any]:
         opt.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"], state["step"]
         if rank == 0:
-            print(f"resumed from checkpoint at epoch {start_epoch} (step {step})", flush=True)
+            print(f"resumed from checkpoint at epoch {start_epoch} (step {step}) with {world} rank(s)", flush=True)
 
     ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
               bucket_cap_mb=cfg.bucket_cap_mb, gradient_as_bucket_view=cfg.grad_as_bucket_view)
@@ -233,6 +252,8 @@ def train(cfg: Config | dict | None = None, **overrides: Any) -> dict[str, Any]:
                     if step == cfg.crash_at_step and rank == 1 and restart == 0:
                         print(f"rank 1: simulating a crash at step {step}", flush=True)
                         os.kill(os.getpid(), signal.SIGKILL)
+                    if step == cfg.crash_node_at_step and restart == 0:
+                        _lose_this_node(step)
         dist.all_reduce(total)  # the epoch's loss over all ranks, for the log
         losses.append(total[0].item() / total[1].item())
         if rank == 0:
@@ -270,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     try:
-        setup()
+        setup(timeout_s=cfg.collective_timeout)
     except RuntimeError as exc:
         print(f"train_ddp.py: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,8 @@
 # 4. gradient accumulation without extra communication (`no_sync`);
 # 5. `SyncBatchNorm`, `bucket_cap_mb` and `gradient_as_bucket_view`;
 # 6. checkpoints written by rank 0 and loaded by every rank — and surviving a crash with `torchrun --max-restarts`;
-# 7. bf16 autocast on GPUs, several machines, and the whole ladder from one process to DDP.
+# 7. bf16 autocast on GPUs, several machines (and what a job survives when one is lost), and the whole
+#    ladder from one process to DDP.
 #
 # The script is `scripts/train_ddp.py`. It is importable (its `train(config)` runs on every rank of an
 # existing process group) and runnable (`torchrun ... scripts/train_ddp.py --flags`).
@@ -57,11 +58,16 @@ print("Config fields:", ", ".join(f.name for f in train_ddp.Config.__dataclass_f
 # `WORLD_SIZE`, `MASTER_ADDR` and `MASTER_PORT`; `init_process_group` reads them. With
 # `--standalone` it also runs the rendezvous on this machine, on a free port.
 #
-# Here is the production launch, from the notebook (`!` runs a shell command). Starting two fresh
-# Python processes that import torch takes several seconds: much more than the training itself.
+# Here is the production launch, from the notebook (`!` runs a shell command). Compare the time
+# the training took (the script's `done:` line) with the time the whole launch took, printed last:
+# the rest is starting two fresh Python processes that each import torch.
 
 # %%
-!OMP_NUM_THREADS=1 {sys.executable} -m torch.distributed.run --standalone --nproc_per_node={WORLD} scripts/train_ddp.py --epochs {EPOCHS} 2>&1 | grep -v "^W.*OMP_NUM_THREADS\|^\*\*\*\|^W1"
+import time
+
+launch_start = time.perf_counter()
+# !OMP_NUM_THREADS=1 {sys.executable} -m torch.distributed.run --standalone --nproc_per_node={WORLD} scripts/train_ddp.py --epochs {EPOCHS} 2>&1 | grep -v "^W.*OMP_NUM_THREADS\|^\*\*\*\|^W1"
+print(f"the whole torchrun launch, start to finish: {time.perf_counter() - launch_start:.1f} s")
 
 # %% [markdown]
 # The same function runs under `dpcourse.launch` too: it forks the ranks from this kernel in a
@@ -255,8 +261,8 @@ print(f"resumed at epoch {resumed['start_epoch']}; same parameters as 2 epochs s
 # In the log, look for the crash, torchrun's report of the failed worker, and the resume.
 
 # %%
-!rm -rf scripts/checkpoints/crash-demo
-!OMP_NUM_THREADS=1 {sys.executable} -m torch.distributed.run --standalone --nproc_per_node=2 --max-restarts=1 --monitor-interval=0.5 scripts/train_ddp.py --epochs 2 --double --checkpoint-dir scripts/checkpoints/crash-demo --resume --crash-at-step 30 --out scripts/checkpoints/crash-demo/final.pt 2>&1 | grep -E "crash|resumed|epoch|done|failed" | cut -c1-150
+# !rm -rf scripts/checkpoints/crash-demo
+# !OMP_NUM_THREADS=1 {sys.executable} -m torch.distributed.run --standalone --nproc_per_node=2 --max-restarts=1 --monitor-interval=0.5 scripts/train_ddp.py --epochs 2 --double --checkpoint-dir scripts/checkpoints/crash-demo --resume --crash-at-step 30 --out scripts/checkpoints/crash-demo/final.pt 2>&1 | grep -E "crash|resumed|epoch|done|failed" | sed "s#{sys.executable}#python#" | cut -c1-150
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -286,35 +292,125 @@ else:
 # %% [markdown]
 # ### Several machines
 #
-# Nothing in the script changes. On each of two nodes you start one `torchrun`, telling both where
-# the rendezvous lives (any reachable host:port; the first node is the usual choice) and giving the
-# run an id:
-#
-# ```bash
-# # on node A (10.0.0.1) and on node B, the same command:
-# torchrun --nnodes=2 --nproc_per_node=4 --rdzv-backend=c10d \
-#          --rdzv-endpoint=10.0.0.1:29400 --rdzv-id=digits-42 scripts/train_ddp.py --epochs 20
-# ```
-#
-# The two `torchrun`s meet at the endpoint, agree on node ranks, and hand out global ranks 0–7;
-# `MASTER_ADDR`/`MASTER_PORT` for the process group come from the rendezvous. `--nnodes=1:4` would make
-# the job elastic (start with whatever nodes arrive, between 1 and 4). On a Slurm cluster, `srun` starts
-# the command on every node of the allocation; `scripts/slurm_2nodes.sbatch` is such a job script
-# (`tests/test_scripts.py` runs two "nodes" on localhost to completion).
+# Nothing in the script changes. On each node you start one `torchrun`, the **same command** on
+# every node: where the rendezvous lives (any reachable host:port; the first node is the usual
+# choice), an id for the run, and the flags that let the job survive what section 6 showed, a
+# killed worker. `scripts/lose_a_node.py` builds the command, so that what this lesson prints is
+# what its test runs (on localhost), and `scripts/slurm_2nodes.sbatch` passes the same flags:
 
 # %%
-!sed -n '/^srun/,$p' scripts/slurm_2nodes.sbatch
+from lose_a_node import torchrun_command  # lessons/scripts/lose_a_node.py
+
+JOIN_TIMEOUT = 300   # seconds every rendezvous waits for all nodes
+two_nodes = torchrun_command("10.0.0.1:29400", "digits-42", nnodes="2", nproc_per_node=4,
+                             max_restarts=3, join_timeout=JOIN_TIMEOUT, script_args=("--epochs", "20"))
+
+
+def show(cmd):
+    """One flag group per line, the way you would type it."""
+    breaks = {i for i, a in enumerate(cmd) if a.startswith(("--rdzv-backend", "--max-restarts", "--checkpoint-dir"))
+              or a.endswith(".py")}
+    lines, line = [], []
+    for i, a in enumerate(cmd):
+        if i in breaks:
+            lines.append(" ".join(line))
+            line = []
+        line.append(a)
+    print(" \\\n    ".join(lines + [" ".join(line)]))
+
+
+print("# on node A (10.0.0.1) and on node B, the same command:")
+show(two_nodes)
+
+# %% [markdown]
+# * `--rdzv-backend=c10d --rdzv-endpoint=10.0.0.1:29400 --rdzv-id=digits-42`: the two `torchrun`s
+#   meet at a small key-value store that the `torchrun` on 10.0.0.1 hosts, agree on node ranks and
+#   hand out global ranks 0–7; `MASTER_ADDR`/`MASTER_PORT` for the process group come from there.
+#   The id keeps two runs that use the same endpoint apart.
+# * `--max-restarts=3` with `--checkpoint-dir … --resume`: when a worker dies on *any* node, every
+#   `torchrun` stops its workers, the nodes meet again (a new rendezvous *round*) and the whole group
+#   starts over from the last checkpoint, up to 3 times: section 6, across machines.
+# * `--rdzv-conf=join_timeout=…`: how long a rendezvous round waits for every node. Without it
+#   torchrun waits its default (printed further down), and the timeout applies to the first start
+#   too: set it above the slowest node's start-up time, not lower.
+#
+# ### What a fixed `--nnodes=2` job survives, and what it doesn't
+#
+# | what dies | what happens |
+# |---|---|
+# | a worker (an exception, a segfault, the OOM killer) | its `torchrun` sees it, all nodes restart from the checkpoint: costs one of `--max-restarts` |
+# | a whole node (power, kernel panic, its network) | the survivors' next collective fails; their `torchrun` starts a new round and waits `join_timeout` for a second node that never comes, then exits with `RendezvousTimeoutError`. The checkpoint is still there: resubmit the job and it resumes |
+# | the node that hosts the rendezvous (the endpoint) | nothing can go on, whatever `--nnodes` says: the store the others meet at is gone (the `etcd` backend keeps it outside the job) |
+#
+# **Elastic jobs.** `--nnodes=1:2` (MIN:MAX) lets a round finish with fewer nodes: once MIN are
+# there, the rendezvous waits `last_call_timeout` (default 30 s) more for others, then starts. A
+# survivor then carries on alone from the checkpoint, with fewer ranks, so with a per-rank batch the
+# *global* batch shrinks (the `DistributedSampler` re-shards by itself; the learning rate does not
+# know): an elastic job must be written for a changing world size. The lost node leaves the
+# rendezvous only once its heartbeats have been missing for `keep_alive_interval` ×
+# `keep_alive_max_attempt` seconds (5 × 3 by default), so an elastic job's `join_timeout` must be
+# longer than that plus `last_call_timeout`, or the survivor gives up too. A node that comes back
+# joins at the next round; `torchrun` restarts the group to let it in without using up a restart.
+#
+# **How long the survivors wait, silently.** First their collective must fail. When a process is
+# killed, its operating system closes its connections, and the survivors' gloo collective fails at
+# once ("Connection closed by peer" in the log of `scripts/lose_a_node.py`). A machine that lost power closes
+# nothing: the collective waits for the process group's timeout, `init_process_group(timeout=…)`
+# (the script's `--collective-timeout`). Then the rendezvous waits `join_timeout`. Set both, and
+# put `LOGLEVEL=INFO` before `torchrun` to see each rendezvous round in the log as it happens. The
+# defaults you would otherwise get, read from this PyTorch:
+
+# %%
+import torch.distributed.constants
+from torch.distributed.elastic.rendezvous.dynamic_rendezvous import RendezvousTimeout
+
+defaults = RendezvousTimeout()
+print(f"process group timeout (gloo): {torch.distributed.constants.default_pg_timeout}  "
+      f"-> the script's --collective-timeout: {train_ddp.Config.collective_timeout:.0f} s")
+print(f"rendezvous join_timeout:      {defaults.join}  -> the command above: {JOIN_TIMEOUT} s")
+print(f"rendezvous last_call_timeout: {defaults.last_call}  (elastic jobs only)")
+
+# %% [markdown]
+# You can lose a node for real on this machine: `scripts/lose_a_node.py` runs two `torchrun`
+# "nodes" on localhost with the command above, short timeouts and a fast heartbeat, and kills the
+# second node, `torchrun` and worker together, at step 30, in the middle of epoch 1. What the
+# survivor does is printed below; `tests/test_scripts.py` runs the same two cases and checks that a
+# fixed-size survivor gives up with `RendezvousTimeoutError` and an elastic one resumes alone and
+# finishes. Each run takes tens of seconds, so here it is off until you switch it on:
+
+# %%
+LOSE_A_NODE = False   # True: run both cases here
+if LOSE_A_NODE:
+    from lose_a_node import lose_a_node
+    for nnodes in ("2", "1:2"):
+        outcome = lose_a_node(nnodes=nnodes, join_timeout=15, last_call_timeout=3, keep_alive=(1, 2))
+        how = ("finished" if outcome["returncode"] == 0 else f"exited with status {outcome['returncode']}")
+        resumed = outcome["resumed_ranks"]
+        print(f"--nnodes={nnodes}: the survivor {how} {outcome['seconds_after_loss']:.0f} s after the loss"
+              + (f", having resumed with {resumed} rank(s)" if resumed else ", without resuming"))
+else:
+    print("skipped: set LOSE_A_NODE = True, or run  python scripts/lose_a_node.py --nnodes 1:2")
+
+# %% [markdown]
+# On a Slurm cluster, `srun` starts the command on every node of the allocation;
+# `scripts/slurm_2nodes.sbatch` is such a job script, with the same flags
+# (`tests/test_scripts.py` runs two "nodes" on localhost to completion):
+
+# %%
+# !sed -n '/^srun/,$p' scripts/slurm_2nodes.sbatch
 
 # %% [markdown]
 # ### The ladder
 #
 # One model, one stream of batches, four ways to train it: one process; lesson 05's hand-written
 # `BucketedDDP`; `nn.DataParallel`; PyTorch's DDP. The math says all four compute the same updates, so
-# their final parameters must agree up to float32 rounding. The step times are this machine's. **What
-# to look for on 2 CPU cores:** the baseline is one process with one thread; the 2-rank rungs
-# split the work over both cores but pay for an all-reduce every step, so expect little or no
-# speedup for this small CNN (on 4 GPUs with a large model, close to 4×); `DataParallel` equals the
-# single process because without GPUs it does nothing.
+# their final parameters must agree up to float32 rounding. The step times are this machine's, from
+# this run. **What to look for on 2 CPU cores:** the baseline is one process with one thread; the
+# 2-rank rungs split the work over both cores but pay for an all-reduce every step, so whether they
+# win depends on how much compute a step has next to its communication, and on what else the
+# machine is doing: the cell prints each rung's speed relative to the baseline. `DataParallel` runs
+# the single process's code, because without GPUs it does nothing: any difference in its time is
+# noise, and a measure of how steady this machine is.
 
 # %%
 from dpcourse.ladder import climb, max_difference, table
@@ -324,6 +420,8 @@ print(table(ladder))
 plot_bars({r.name: r.step_ms for r in ladder}, ylabel="median step time (ms)",
           title="The same 8 steps of a 151 k-parameter CNN, batch 64", fmt="{:.1f} ms")
 plt.show()
+for r in ladder[1:]:
+    print(f"{r.name:<18} {ladder[0].step_ms / r.step_ms:.2f}x the speed of the single process (1 rank, 1 thread)")
 ladder_agree = max(max_difference(ladder[0], r) for r in ladder)
 assert ladder_agree < 1e-5
 
