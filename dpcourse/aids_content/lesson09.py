@@ -107,3 +107,62 @@ MNEMONIC = (
     "**Scatter, step, gather.** Reduce-scatter the gradients, step only your shard, all-gather the "
     "parameters. Then: 1 shards the state, 2 the gradients, 3 the weights, and 3 gathers twice."
 )
+
+# The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
+KEY_POINTS = [
+    ("With mixed-precision Adam a parameter costs sixteen bytes, and twelve of them are optimizer state; "
+     "plain data parallelism keeps all of it on every rank.",
+     "Like every member of a book club buying the whole encyclopaedia when each only reads one volume."),
+    ("ZeRO stage one shards the optimizer state: reduce-scatter the gradients, step your own shard, then "
+     "all-gather the parameters. It sends the same bytes as an all-reduce.",
+     "Like flatmates who each keep the accounts of one bill: everyone sends receipts to whoever owns the "
+     "bill, and the totals are pinned on the fridge for all."),
+    ("Stage two also shards the gradients; stage three, FSDP, shards the parameters and gathers each layer "
+     "just before it runs, twice a step.",
+     "Like a library loan: you fetch the book when you need it and give it back when you are done, and "
+     "fetch it again for the second reading."),
+    ("The extra gather hides behind compute only when each rank's batch is large enough for the link.",
+     "A fast reader keeps a slow courier busy; a slow reader never waits for the next book."),
+    ("Activations are never sharded, so ZeRO saves less than the table suggests.",
+     "Sharing the cookbooks does not shrink the pile of dirty dishes each cook makes."),
+]
+
+CARDS = [
+    ("Mixed-precision Adam: how many bytes per parameter, and which part does ZeRO-1 shard?",
+     "2 (bf16 weight) + 2 (bf16 gradient) + 12 (fp32 master copy and two moments) = 16. ZeRO-1 shards "
+     "the 12 bytes of optimizer state."),
+    ("Does ZeRO-1 send more bytes than DDP's all-reduce?",
+     "No: a reduce-scatter plus an all-gather is exactly an all-reduce's bytes. ZeRO-3 sends 1.5 times as many."),
+]
+
+# The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
+KEY_POINTS = [
+    ("With mixed-precision Adam a parameter costs sixteen bytes, and twelve of them are optimizer state.",
+     "Like a library where every book comes with three thick binders of notes: the notes, not the books, fill "
+     "the shelves."),
+    ("DDP gives every rank a full copy of that state; ZeRO gives each rank only its own share of it.",
+     "Like four flatmates who each used to buy the whole cookbook collection, and now each keeps one shelf of it."),
+    ("An all-reduce is a reduce-scatter followed by an all-gather. ZeRO-1 puts the optimizer step in between, "
+     "so it saves memory without sending a single extra byte.",
+     "Like a relay race in which each runner repaints their own leg of the track while holding the baton."),
+    ("ZeRO-3 shards the parameters too, so each layer is gathered before forward and again before backward: "
+     "half as much traffic again as DDP.",
+     "Like borrowing a ladder from the neighbours each time you need it, instead of owning one: less clutter, more trips."),
+    ("The extra gathering is free only while it hides behind compute: with small batches or slow links it shows.",
+     "Like a kitchen that fetches each ingredient as the cook needs it: fine while the cook is slower than the runner."),
+    ("A sharded checkpoint is one file per rank plus a map, so it can be reloaded on a different number of ranks.",
+     "Like a jigsaw shipped in labelled bags with a picture on the lid: any number of people can share the bags out again."),
+]
+
+CARDS = [
+    ("Mixed-precision Adam: bytes per parameter for weights, gradients and optimizer state?",
+     "2 (bf16 weights) + 2 (bf16 gradients) + 12 (fp32 master, momentum, variance) = 16."),
+    ("Which collectives does one ZeRO-1 step use, and how do their bytes compare with DDP's all-reduce?",
+     "One reduce-scatter of the gradients and one all-gather of the parameters: together exactly an all-reduce's bytes."),
+    ("What does ZeRO-2 shard that ZeRO-1 does not, and what does ZeRO-3 add?",
+     "ZeRO-2 also shards the gradients; ZeRO-3 (FSDP) also shards the parameters, gathering each layer when it is used."),
+    ("Why is the flat buffer padded to N * ceil(numel / N)?",
+     "Reduce-scatter and all-gather need equal shards; the padding rides along and is never stepped."),
+    ("What does ZeRO never shard, and why does that matter?",
+     "The activations: every rank computes its own samples, so they stay whatever the world size."),
+]
