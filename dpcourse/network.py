@@ -17,7 +17,7 @@ a run without the simulation) and completes the operation's *work* no earlier th
 * a collective costs what its usual algorithm sends from each rank (a ring all-reduce sends
   ``2 (N-1)`` messages of ``S / N`` bytes; all-gather and reduce-scatter half of that; broadcast one
   tensor through a pipeline; send/recv one message);
-* waiting sleeps on one timer thread per rank, so no CPU is spent while "data is on the wire", and
+* waiting sleeps (a thread per operation in flight), so no CPU is spent while "data is on the wire", and
   the computation of the next layers runs meanwhile: that is what makes overlap visible.
 
 Torch's ``DistributedDataParallel``, the course's ``BucketedDDP`` and hand-written collectives run on it
@@ -26,13 +26,11 @@ unchanged, and :func:`stats` counts, per rank, every operation and the bytes it 
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -166,7 +164,7 @@ def resolve(network: "Link | str | None") -> Link | None:
 # --------------------------------------------------------------------------- per-rank clock and stats
 
 class _Wire:
-    """One rank's link: when each direction is next free, a timer that finishes works, and counters.
+    """One rank's link: when each direction is next free, the threads that finish works, and counters.
 
     There is one per process (one rank, one link), shared by every group the rank belongs to.
     """
@@ -176,13 +174,11 @@ class _Wire:
         self.out_free = 0.0  # time.monotonic() at which the outgoing direction is next idle
         self.in_free = 0.0
         self.lock = threading.Lock()
-        self.heap: list[tuple[float, int, Callable[[], None]]] = []
-        self.wake = threading.Condition(self.lock)
-        self.order = itertools.count()
+        # Threads that wait for gloo and then sleep until the link's deadline: a sleeping thread costs
+        # no CPU, and each unfinished operation holds one (DDP keeps a few buckets in flight).
         self.waiters = ThreadPoolExecutor(max_workers=64, thread_name_prefix="dpcourse-wire")
         self.mark = time.monotonic()  # the last time this rank communicated: computation ran since
         self.reset()
-        threading.Thread(target=self._timer, name="dpcourse-wire-timer", daemon=True).start()
 
     def reset(self) -> None:
         self.ops: dict[str, int] = {}
@@ -206,21 +202,6 @@ class _Wire:
             if len(self.log) < 100_000:
                 self.log.append((op, begin, begin + cost, nbytes))
         return begin + cost
-
-    def at(self, deadline: float, action: Callable[[], None]) -> None:
-        with self.wake:
-            heapq.heappush(self.heap, (deadline, next(self.order), action))
-            self.wake.notify()
-
-    def _timer(self) -> None:
-        while True:
-            with self.wake:
-                while not self.heap or self.heap[0][0] > time.monotonic():
-                    # sleep, never spin: the computation needs the core
-                    self.wake.wait(None if not self.heap else max(0.0, self.heap[0][0] - time.monotonic()))
-                _, _, action = heapq.heappop(self.heap)
-            action()
-
 
 _WIRE: _Wire | None = None
 
@@ -313,8 +294,8 @@ class SimulatedProcessGroup(dist.ProcessGroup):
             time.sleep((factor - 1.0) * max(0.0, now - wire.mark))
         wire.mark = time.monotonic()
 
-    # How a work ends: wait for gloo in a helper thread, then let the timer finish our future no
-    # earlier than the link's deadline. DDP reads the reduced tensors from the future's value, so the
+    # How a work ends: when gloo is done (its future's callback, or a pool thread waiting on a
+    # send/recv), a pool thread sleeps until the link's deadline and then completes our future. DDP reads the reduced tensors from the future's value, so the
     # future must carry them (a None there crashes DDP inside backward()).
     def _finish(self, op: str, work, result, nbytes: int, messages: int, incoming: bool = False,
                 sent_until: Callable[[], float] | None = None):
@@ -328,7 +309,7 @@ class SimulatedProcessGroup(dist.ProcessGroup):
             wire.mark = time.monotonic()
             fut.set_result(result)
 
-        def arrived(error: BaseException | None) -> None:
+        def arrived(error: BaseException | None, on_pool: bool) -> None:
             if error is not None:  # pass gloo's error (a timeout, a dead peer) on to the caller
                 fut.set_exception(error)
                 return
@@ -341,13 +322,20 @@ class SimulatedProcessGroup(dist.ProcessGroup):
                 end = wire.book(op, nbytes, messages, start, incoming=True)
             else:
                 end = deadline
-            # Finish on a pool thread, never on gloo's thread or the timer's: a future's .then()
-            # callbacks run in the thread that sets its result, and a comm hook's callback may start a
-            # collective and wait on it (PowerSGD does), which would wait for its own thread forever.
-            if end <= now:
-                wire.waiters.submit(done)
+            # Sleep until the deadline and finish on a pool thread, never on gloo's: a future's
+            # .then() callbacks run in the thread that sets its result, and a comm hook's callback may
+            # start a collective and wait on it (PowerSGD does), which on gloo's thread would wait
+            # for itself forever.
+            def sleep_then_done() -> None:
+                left = end - time.monotonic()
+                if left > 0:
+                    time.sleep(left)
+                done()
+
+            if on_pool:
+                sleep_then_done()
             else:
-                wire.at(end, lambda: wire.waiters.submit(done))
+                wire.waiters.submit(sleep_then_done)
 
         try:  # collectives tell when they finish through a future; send and recv must be waited for
             gloo_future = work.get_future()
@@ -358,9 +346,9 @@ class SimulatedProcessGroup(dist.ProcessGroup):
                 try:
                     f.wait()
                 except BaseException as exc:
-                    arrived(exc)
+                    arrived(exc, on_pool=False)
                     return
-                arrived(None)
+                arrived(None, on_pool=False)
 
             gloo_future.add_done_callback(then)
         else:
@@ -368,9 +356,9 @@ class SimulatedProcessGroup(dist.ProcessGroup):
                 try:
                     work.wait()
                 except BaseException as exc:
-                    arrived(exc)
+                    arrived(exc, on_pool=True)
                     return
-                arrived(None)
+                arrived(None, on_pool=True)
 
             wire.waiters.submit(wait)
         return torch._C._distributed_c10d._create_work_from_future(fut)
