@@ -210,10 +210,13 @@ plt.show()
 # **Reading it.** With BatchNorm the difference leaves rounding level as soon as k > 1, by many
 # orders of magnitude, and grows as shards get smaller (their statistics get noisier).
 # LayerNorm stays at rounding level. In real training this is often acceptable (each worker's
-# BatchNorm still sees a decent number of samples), but it is *not* the same computation; when it
-# matters, `torch.nn.SyncBatchNorm` computes the statistics over all workers' samples with extra
-# communication. Note also that each replica's running mean and variance drift apart, since
-# each sees different data; DDP copies rank 0's buffers to the others at every forward pass by
+# BatchNorm still sees a decent number of samples), but it is *not* the same computation. When it
+# matters, `torch.nn.SyncBatchNorm` replaces each BatchNorm layer with one that first adds up every
+# worker's per-feature sums and counts (one all-reduce, lesson 03's collective), so that every worker
+# normalises with the mean and variance of the whole global batch; lesson 07 does that arithmetic by
+# hand. Note also that each replica's running mean and variance drift apart, since each sees
+# different data; DDP (PyTorch's `DistributedDataParallel`, the data-parallel wrapper lesson 05
+# builds by hand and lesson 07 uses) copies rank 0's buffers to the others at every forward pass by
 # default (`broadcast_buffers=True`).
 #
 # ### Break 2: dropout and random streams
@@ -318,8 +321,10 @@ assert plain[0] < 1e-12 and all(w < 1e-12 for w in weighted) and plain[-1] > 1e-
 # **Reading it.** At 50 + 50 both agree with the full batch. As the split gets lopsided the plain
 # average drifts away while the weighted one stays at rounding level. DDP divides by the world
 # size, i.e. it takes the plain average, so it relies on equal shards: PyTorch's
-# `DistributedSampler` gives every rank the same number of samples (by default it repeats a few
-# samples to fill up the last ranks). If your last batch is uneven, either drop it or weight it.
+# `DistributedSampler` (the sampler you give each rank's `DataLoader` so that every rank draws its
+# own share of the dataset's indices; lesson 07 uses it) gives every rank the same number of
+# samples (by default it repeats a few samples to fill up the last ranks). If your last batch is
+# uneven, either drop it or weight it.
 #
 # ## Check
 #
