@@ -281,6 +281,12 @@ class SimulatedProcessGroup(dist.ProcessGroup):
     def getGroupDesc(self) -> str:  # noqa: N802
         return f"simulated link {self._name}"
 
+    def _run(self, name: str, *args, opts=None):
+        """Start ``name`` on the real gloo group (with ``opts`` when the caller gave some)."""
+        self._straggle()
+        method = getattr(self._gloo, name)
+        return method(*args, opts) if opts is not None else method(*args)
+
     def _straggle(self) -> None:
         """On a slowed rank, stretch the computation done since it last communicated.
 
@@ -295,8 +301,9 @@ class SimulatedProcessGroup(dist.ProcessGroup):
         wire.mark = time.monotonic()
 
     # How a work ends: when gloo is done (its future's callback, or a pool thread waiting on a
-    # send/recv), a pool thread sleeps until the link's deadline and then completes our future. DDP reads the reduced tensors from the future's value, so the
-    # future must carry them (a None there crashes DDP inside backward()).
+    # send/recv), a pool thread sleeps until the link's deadline and then completes our future.
+    # DDP reads the reduced tensors from the future's value, so the future must carry them (a None
+    # there crashes DDP inside backward()).
     def _finish(self, op: str, work, result, nbytes: int, messages: int, incoming: bool = False,
                 sent_until: Callable[[], float] | None = None):
         wire = self._wire
@@ -371,35 +378,29 @@ class SimulatedProcessGroup(dist.ProcessGroup):
         return self._finish(op, work, result, int(messages * total_bytes / n), messages)
 
     def allreduce(self, tensors, opts=None):
-        self._straggle()
-        work = self._gloo.allreduce(tensors, opts) if opts is not None else self._gloo.allreduce(tensors)
+        work = self._run("allreduce", tensors, opts=opts)
         return self._ring("allreduce", work, tensors, _nbytes(tensors), 2)
 
     def allreduce_coalesced(self, tensors, opts=None):
-        self._straggle()
-        work = self._gloo.allreduce_coalesced(tensors, opts) if opts is not None else self._gloo.allreduce_coalesced(tensors)
+        work = self._run("allreduce_coalesced", tensors, opts=opts)
         return self._ring("allreduce", work, tensors, _nbytes(tensors), 2)
 
     def broadcast(self, tensors, opts=None):
-        self._straggle()
-        work = self._gloo.broadcast(tensors, opts) if opts is not None else self._gloo.broadcast(tensors)
+        work = self._run("broadcast", tensors, opts=opts)
         n = self._n
         return self._finish("broadcast", work, tensors, _nbytes(tensors) if n > 1 else 0, n - 1)
 
     def reduce(self, tensors, opts=None):
-        self._straggle()
-        work = self._gloo.reduce(tensors, opts) if opts is not None else self._gloo.reduce(tensors)
+        work = self._run("reduce", tensors, opts=opts)
         n = self._n
         return self._finish("reduce", work, tensors, _nbytes(tensors) if n > 1 else 0, n - 1)
 
     def allgather(self, output_lists, inputs, opts=None):
-        self._straggle()
-        work = self._gloo.allgather(output_lists, inputs, opts) if opts is not None else self._gloo.allgather(output_lists, inputs)
+        work = self._run("allgather", output_lists, inputs, opts=opts)
         return self._ring("allgather", work, output_lists, _nbytes(inputs) * self._n, 1)
 
     def _allgather_base(self, output, input, opts=None):
-        self._straggle()
-        work = self._gloo._allgather_base(output, input, opts) if opts is not None else self._gloo._allgather_base(output, input)
+        work = self._run("_allgather_base", output, input, opts=opts)
         return self._ring("allgather", work, [output], _nbytes([output]), 1)
 
     # torch >= 2.12 names the tensor forms all_gather_single / reduce_scatter_single (FSDP2 uses them)
@@ -413,46 +414,38 @@ class SimulatedProcessGroup(dist.ProcessGroup):
         return self.alltoall_base(output, input, output_split_sizes, input_split_sizes, opts)
 
     def reduce_scatter(self, outputs, input_lists, opts=None):
-        self._straggle()
-        work = self._gloo.reduce_scatter(outputs, input_lists, opts) if opts is not None else self._gloo.reduce_scatter(outputs, input_lists)
+        work = self._run("reduce_scatter", outputs, input_lists, opts=opts)
         return self._ring("reduce_scatter", work, outputs, _nbytes(outputs) * self._n, 1)
 
     def _reduce_scatter_base(self, output, input, opts=None):
-        self._straggle()
-        work = self._gloo._reduce_scatter_base(output, input, opts) if opts is not None else self._gloo._reduce_scatter_base(output, input)
+        work = self._run("_reduce_scatter_base", output, input, opts=opts)
         return self._ring("reduce_scatter", work, [output], _nbytes([input]), 1)
 
     def alltoall_base(self, output, input, output_split_sizes, input_split_sizes, opts=None):
-        self._straggle()
-        args = (output, input, output_split_sizes, input_split_sizes) + ((opts,) if opts is not None else ())
-        self._straggle()
-        work = self._gloo.alltoall_base(*args)
+        work = self._run("alltoall_base", output, input, output_split_sizes, input_split_sizes, opts=opts)
         return self._ring("alltoall", work, [output], _nbytes([input]), 1)
 
     def alltoall(self, outputs, inputs, opts=None):
-        self._straggle()
-        work = self._gloo.alltoall(outputs, inputs, opts) if opts is not None else self._gloo.alltoall(outputs, inputs)
+        work = self._run("alltoall", outputs, inputs, opts=opts)
         return self._ring("alltoall", work, outputs, _nbytes(inputs), 1)
 
     def gather(self, output_lists, inputs, opts=None):
-        self._straggle()
-        work = self._gloo.gather(output_lists, inputs, opts) if opts is not None else self._gloo.gather(output_lists, inputs)
+        work = self._run("gather", output_lists, inputs, opts=opts)
         root = getattr(opts, "rootRank", 0) if opts is not None else 0
         if self.rank() == root:  # the root only receives: it waits on its incoming link
-            return self._finish("gather", work, output_lists, _nbytes(inputs) * (self._n - 1), self._n - 1, incoming=True)
+            return self._finish("gather", work, output_lists, _nbytes(inputs) * (self._n - 1), self._n - 1,
+                                incoming=True)
         return self._finish("gather", work, output_lists, _nbytes(inputs), 1)
 
     def scatter(self, outputs, input_lists, opts=None):
-        self._straggle()
-        work = self._gloo.scatter(outputs, input_lists, opts) if opts is not None else self._gloo.scatter(outputs, input_lists)
+        work = self._run("scatter", outputs, input_lists, opts=opts)
         root = getattr(opts, "rootRank", 0) if opts is not None else 0
         if self.rank() == root:
             return self._finish("scatter", work, outputs, _nbytes(outputs) * (self._n - 1), self._n - 1)
         return self._finish("scatter", work, outputs, _nbytes(outputs), 1, incoming=True)
 
     def barrier(self, opts=None):
-        self._straggle()
-        work = self._gloo.barrier(opts) if opts is not None else self._gloo.barrier()
+        work = self._run("barrier", opts=opts)
         return self._finish("barrier", work, [], 0, 2 * (self._n - 1))
 
     # Point-to-point messages: each data message is preceded, on a second gloo group, by 8 bytes that
