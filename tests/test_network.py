@@ -205,3 +205,24 @@ def _stats_without_link():
 def test_stats_without_a_link_say_what_to_do():
     with pytest.raises(dpcourse.WorkerError, match="launch with network="):
         dpcourse.launch(_stats_without_link, 1, timeout=30)
+
+
+def _compute_then_reduce() -> float:
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    dist.barrier()
+    time.sleep(0.1)  # stands for 0.1 s of computation (a sleep, so the test needs no spare core)
+    start = time.monotonic()
+    dist.all_reduce(torch.ones(4))
+    return time.monotonic() - start
+
+
+def test_a_straggler_makes_the_others_wait():
+    link = links()["ideal"].with_straggler(1, 3.0)  # rank 1 computes 3x slower: 0.2 s more per 0.1 s
+    waited = dpcourse.launch(_compute_then_reduce, 2, network=link, timeout=60)
+    assert waited[0] >= 0.15, f"rank 0 waited only {waited[0]:.3f} s for the slow rank"
+    plain = dpcourse.launch(_compute_then_reduce, 2, network="ideal", timeout=60)
+    assert plain[0] < waited[0]
