@@ -224,5 +224,3 @@ def test_a_straggler_makes_the_others_wait():
     link = links()["ideal"].with_straggler(1, 3.0)  # rank 1 computes 3x slower: 0.2 s more per 0.1 s
     waited = dpcourse.launch(_compute_then_reduce, 2, network=link, timeout=60)
     assert waited[0] >= 0.15, f"rank 0 waited only {waited[0]:.3f} s for the slow rank"
-    plain = dpcourse.launch(_compute_then_reduce, 2, network="ideal", timeout=60)
-    assert plain[0] < waited[0]
