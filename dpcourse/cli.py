@@ -14,6 +14,20 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_links(args: argparse.Namespace) -> int:
+    from dpcourse.dilation import gpus
+    from dpcourse.network import links
+
+    print("Simulated links (dpcourse.launch(fn, n, network=NAME)), per rank and per direction:")
+    for name, link in links().items():
+        print(f"  {name:15s} {link}\n  {'':15s} source: {link.source}")
+    print("\nGPUs a link can be dilated for (dpcourse.dilation.cluster_link(link, model, x, y, gpu=NAME)):")
+    for name, card in gpus().items():
+        print(f"  {name:15s} {card.name}: {card.fp32 / 1e12:g} TFLOP/s fp32, {card.bf16 / 1e12:g} TFLOP/s bf16\n"
+              f"  {'':15s} source: {card.source}")
+    return 0
+
+
 def _cmd_lab(args: argparse.Namespace) -> int:
     from dpcourse import lab
 
@@ -68,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="what this machine offers and what to expect")
     p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("links", help="the simulated network's preset links and GPUs, with their sources")
+    p.set_defaults(func=_cmd_links)
 
     p = sub.add_parser("lab", help="start JupyterLab on the course, opened on the course map",
                        description="JupyterLab on the whole course (lessons/, exercises/, solutions/), opened on "

@@ -224,3 +224,13 @@ def test_a_straggler_makes_the_others_wait():
     link = links()["ideal"].with_straggler(1, 3.0)  # rank 1 computes 3x slower: 0.2 s more per 0.1 s
     waited = dpcourse.launch(_compute_then_reduce, 2, network=link, timeout=60)
     assert waited[0] >= 0.15, f"rank 0 waited only {waited[0]:.3f} s for the slow rank"
+
+
+def test_dpcourse_links_lists_every_preset_with_its_source(capsys):
+    from dpcourse.cli import main
+
+    assert main(["links"]) == 0
+    out = capsys.readouterr().out
+    for name, link in links().items():
+        assert name in out and link.source in out
+    assert "NVIDIA A100" in out and "TFLOP/s fp32" in out
