@@ -308,12 +308,15 @@ def add_speedups(results: list[Result]) -> None:
 
 
 def with_single_process_baselines(settings: list[Setting], cores: int | None = None) -> list[Setting]:
-    """``settings`` plus a plain single process with 1 .. ``cores`` threads for each model and batch."""
+    """``settings`` plus a plain single process with 1 .. ``cores`` threads for each model and batch.
+
+    Not for runs on GPUs (nccl): there a rank is a GPU, and the baseline is one rank on one GPU.
+    """
     cores = cores or os.cpu_count() or 1
     extra, seen = [], set()
     for s in settings:
         key = (s.model, s.batch_size)
-        if s.algorithm == SINGLE or key in seen:
+        if s.algorithm == SINGLE or s.backend == "nccl" or key in seen:
             continue
         seen.add(key)
         extra += [Setting(1, s.model, s.batch_size, "-", SINGLE, "weak", t) for t in range(1, cores + 1)]

@@ -244,3 +244,13 @@ def test_dashboard_refuses_a_network_on_nccl_in_one_line(tmp_path, monkeypatch):
     c["backend"].value, c["network"].value = "nccl", "1GbE"
     c["Run"].click()
     assert "runs over gloo" in ui.children[4].value and not (tmp_path / "demo.csv").exists()
+
+
+def test_single_process_baselines_are_added_once_per_model_and_batch_and_not_on_gpus():
+    gloo = [demo.Setting(w, "tiny", 16) for w in (1, 2)] + [demo.Setting(2, "small", 16)]
+    out = demo.with_single_process_baselines(gloo, cores=2)
+    singles = [(s.model, s.threads) for s in out if s.algorithm == demo.SINGLE]
+    assert singles == [("tiny", 1), ("tiny", 2), ("small", 1), ("small", 2)]
+    assert out[len(singles):] == gloo  # the singles first, then the settings as given
+    nccl = [demo.Setting(w, "tiny", 16, "nccl") for w in (1, 2)]
+    assert demo.with_single_process_baselines(nccl, cores=2) == nccl  # on GPUs a rank is a GPU: 1 rank is the baseline
