@@ -129,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "settings; writes demo.png and demo.csv to --out as runs finish.")
     p.add_argument("--workers", default="1,2", help="comma-separated world sizes (default 1,2)")
     p.add_argument("--model", default="small", help="comma-separated model sizes: tiny, small, medium, large")
-    p.add_argument("--batch-size", default="128", help="comma-separated batch sizes, per worker (weak scaling) "
-                                                      "or global (--scaling strong)")
+    p.add_argument("--batch-size", default="512", help="comma-separated batch sizes, per worker (weak scaling) "
+                                                      "or global (--scaling strong); default 512: enough compute per "
+                                                      "step that data parallelism can pay off on 2 cores")
     p.add_argument("--algorithm", default="ddp", help="comma-separated: ddp, bucketed, naive")
     p.add_argument("--backend", default=None, help="gloo or nccl (default: nccl with a GPU per worker, else gloo)")
     p.add_argument("--scaling", choices=("weak", "strong"), default="weak",
