@@ -645,7 +645,8 @@ def _start_watchdog(ack_fd: int) -> threading.Event:
             frame = sys._current_frames().get(main)
             stack = traceback.extract_stack(frame) if frame is not None else []
             inside = [i for i, f in enumerate(stack) if f.name == "_run" and f.filename == __file__]
-            stack = [f for f in stack[inside[-1] if inside else 0:] if "c10d_logger" not in f.filename]
+            # from the frame after the launcher's own _run (the learner's function) on
+            stack = [f for f in stack[inside[-1] + 1 if inside else 0:] if "c10d_logger" not in f.filename]
             sys.stderr.write("stuck here (most recent call last):\n" + "".join(_short_paths(stack).format()))
             sys.stderr.flush()
         released.set()

@@ -101,8 +101,8 @@ for world in (1, 2, 4):
 #
 # Starting a worker costs something. `launch` *forks* the notebook's process, so a worker starts
 # with torch already imported. Let's measure the start-up of workers that return at once, for
-# 1, 2 and 4 workers. (For comparison: `torchrun`, the launcher for scripts that lesson 07 uses,
-# starts a fresh Python for every worker and needs several seconds.)
+# 1, 2 and 4 workers. (`torchrun`, the launcher for scripts, starts a fresh Python for every
+# worker instead; lesson 07 times it next to this.)
 
 # %%
 import time
@@ -123,6 +123,7 @@ for world in (1, 2, 4):
         times.append(time.perf_counter() - start)
     overhead[world] = sorted(times)[1]  # the median of three
     print(f"{world} worker(s): {overhead[world] * 1000:.0f} ms to start, join the group and finish")
+print(f"4 workers took {overhead[4] / overhead[1]:.1f} times as long as 1 in this run")
 
 fig, ax = plt.subplots(figsize=(5, 2.5))
 ax.bar([str(w) for w in overhead], [t * 1000 for t in overhead.values()], color="tab:blue")
@@ -133,8 +134,9 @@ plt.show()
 
 
 # %% [markdown]
-# Expect tens to a few hundred milliseconds: small next to a training run, and growing with the
-# number of workers because every worker must connect to the others.
+# This is the fixed price of every launch, to set against the training runs of the later lessons.
+# More workers usually cost more, because every worker must connect to every other one; on a busy
+# machine the numbers jump about, so read the trend, not a single bar.
 
 # %% [markdown]
 # ## 6. When a worker crashes
@@ -168,7 +170,7 @@ except dpcourse.WorkerError as error:
 # Collectives must be called by every rank, in the same order. Below, rank 0 waits at a `barrier`
 # while rank 1 waits in a `broadcast`: each waits for the other, forever. Every launch has a
 # `timeout`; when it runs out, the launcher prints where each stuck rank was waiting, stops the
-# workers and names the ranks still running. This cell takes 5 seconds, the timeout we give it.
+# workers and names the ranks still running. This cell waits 5 seconds, the timeout we give it.
 
 # %%
 def mismatched_collectives():

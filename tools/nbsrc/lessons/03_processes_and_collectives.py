@@ -182,8 +182,10 @@ plt.show()
 # * **all_gather**: every rank contributes a piece and everyone receives all the pieces, in rank
 #   order. (Collecting predictions from every shard.)
 # * **reduce_scatter**: the sum is computed, but each rank keeps only its own slice of it: rank
-#   `r` gets element `r`. Together the ranks hold the whole sum, each one part. (Sharded
-#   optimisers such as ZeRO/FSDP use it.)
+#   `r` gets element `r`. Together the ranks hold the whole sum, each one part. (Sharded data
+#   parallelism uses it: in ZeRO and PyTorch's FSDP, each rank keeps only its own slice of the
+#   optimizer state, the gradients and even the parameters, instead of a full copy, and updates only
+#   that slice; lesson 09 builds it.)
 #
 # One identity to keep: **all_reduce = reduce_scatter followed by all_gather**. Lesson 04 builds
 # its fast all-reduce exactly this way. A check that each result is what its definition says:
@@ -239,9 +241,10 @@ assert min(left for _, left in times) >= max(arrived for arrived, _ in times) - 
 # collective every other rank calls, and so on. Here rank 0 calls `broadcast` then
 # `all_reduce`, and rank 1 calls them the other way round. Rank 0 waits for broadcast messages
 # that rank 1 never sends; rank 1 waits for all-reduce messages that never come. Neither fails:
-# both wait, forever. The launcher's timeout (5 s here) is what ends it; its error is expected.
+# both wait, forever. The launcher's timeout (5 s here) is what ends it: it raises
+# `dpcourse.LaunchTimeout`, which the cell catches and prints.
 
-# %% tags=["raises-exception"]
+# %%
 def mismatched_order():
     x = torch.ones(4)
     if dist.get_rank() == 0:
@@ -253,15 +256,20 @@ def mismatched_order():
     return x.tolist()
 
 
-dpcourse.launch(mismatched_order, 2, timeout=5, backend="gloo")
+try:
+    dpcourse.launch(mismatched_order, 2, timeout=5, backend="gloo")
+except dpcourse.LaunchTimeout as error:
+    print(f"{type(error).__name__}: {error}")
+    assert error.ranks == [0, 1]
 
 # %% [markdown]
 # A hang is the typical failure of distributed code: no exception, no message, just silence.
 # Three tools, from cheapest to strongest:
 #
 # 1. **Where is each rank stuck?** On timeout the launcher asked each hung worker for its stack
-#    (Python's `faulthandler`); the `stuck here` lines above show rank 0 inside `broadcast` and
-#    rank 1 inside `all_reduce`. Two ranks in two different collectives: that is the bug.
+#    (a helper thread in every worker prints where the main thread is); the `stuck here` lines
+#    above show rank 0 inside `broadcast` and rank 1 inside `all_reduce`. Two ranks in two
+#    different collectives: that is the bug.
 #    (Outside this course: `py-spy dump --pid PID` does the same for any process.)
 # 2. **Let torch compare the calls.** With `TORCH_DISTRIBUTED_DEBUG=DETAIL`, every collective first
 #    checks that all ranks are calling the same collective with the same shapes, and raises a
@@ -295,8 +303,8 @@ else:
 # %% [markdown]
 # 3. **Give every wait a deadline.** A process group has a timeout (`init_process_group(...,
 #    timeout=...)` or `new_group(timeout=...)`); an operation that waits longer raises an error on
-#    that rank instead of hanging. PyTorch's defaults are long (10 to 30 minutes, so a slow first
-#    step is not mistaken for a hang); for experiments a short one saves a lot of waiting. Here
+#    that rank instead of hanging. PyTorch's default is long (printed below), so that a slow first
+#    step is not mistaken for a hang; for experiments a short one saves a lot of waiting. Here
 #    rank 1 waits for a message that nobody sends, in a group with a 2-second timeout:
 
 # %%
@@ -314,6 +322,7 @@ def lonely_recv():
 
 results = dpcourse.launch(lonely_recv, 2, timeout=30, backend="gloo")  # NCCL handles timeouts differently
 print(*results, sep="\n")
+print(f"(without a timeout of its own, a gloo group here would wait {dist.constants.default_pg_timeout})")
 assert results[1].startswith("rank 1 gave up")
 
 # %% [markdown]
