@@ -421,8 +421,9 @@ def plot_results(results: list[Result], fig: "matplotlib.figure.Figure | None" =
                                                                  [best.samples_per_s_max - best.samples_per_s]],
                              fmt="*", ms=13, capsize=3, color="tab:red",
                              label=f"best single process ({best.describe()}), {key[0]} B={key[1]}")
+            cpu_only = " (this CPU's, not the cluster's)" if any(r.link != REAL_MACHINE for r in rs) else ""
             axes[1].axhline(level, color="tab:red", ls=":", lw=1.2,
-                            label=f"best single process ({best.describe()}): {level:.2f}x")
+                            label=f"best single process ({best.describe()}): {level:.2f}x{cpu_only}")
     limit, short, why = ideal_limit(results, cores)
     single_base = any(r.algorithm != SINGLE and r.baseline.startswith("1 process") for r in results)
     base = 1 if single_base else all_workers[0]
@@ -450,7 +451,7 @@ def plot_results(results: list[Result], fig: "matplotlib.figure.Figure | None" =
         ax.set_ylim(bottom=0)
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=6, loc="best")
-    axes[1].legend(fontsize=6, loc="upper left")
+    axes[1].legend(fontsize=6, loc="best")
     repeats = max((r.repeats for r in results), default=1)
     links = sorted({r.link for rs in groups.values() for r in rs})
     lines = [f"measured on {cores} CPU core(s){_gpu_note()}, {repeats} repeat(s) per point, 1 thread per rank; "
