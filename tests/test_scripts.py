@@ -192,7 +192,7 @@ def _flags(args: list[str]) -> set[str]:
 def _slurm_command() -> list[str]:
     """The torchrun command of the Slurm script, as arguments (continuation lines joined)."""
     text = (SCRIPTS / "slurm_2nodes.sbatch").read_text().replace("\\\n", " ")
-    line = next(l for l in text.splitlines() if l.startswith("srun torchrun"))
+    line = next(row for row in text.splitlines() if row.startswith("srun torchrun"))
     return line.split()[1:]
 
 
