@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 __all__ = ["DebuggingLab", "Case", "FAMILIES", "WORLD", "make_data", "make_model", "broadcast_parameters",
-           "average_gradients", "read_shard", "slow_save", "reference"]
+           "average_gradients", "read_shard", "slow_save", "on_step", "reference"]
 
 WORLD = 3  # ranks of every case (3 on 2 cores is oversubscribed, and fine for models this small)
 FAMILIES = ("hang", "divergence", "averaging", "data order", "uneven inputs", "checkpoint race")
@@ -100,6 +100,12 @@ def slow_save(obj: Any, path: str, seconds: float = 0.5) -> None:
         f.write(data[len(data) // 2:])
 
 
+def on_step(step: int, model: Any, batch: list, loss: Any) -> None:
+    """The callback slot every case calls after each optimizer step; does nothing. Pass your own to
+    ``lab.broken(n, on_step=...)`` to attach a tool (a divergence detector, a per-rank log) without
+    editing the function. It runs on every rank, so it may call collectives."""
+
+
 # --------------------------------------------------------------------------- the six broken functions
 
 _HEADER = '''\
@@ -108,6 +114,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DistributedSampler
 from dpcourse.debugging_lab import make_data, make_model, broadcast_parameters, average_gradients, read_shard, slow_save
+from dpcourse.debugging_lab import on_step  # a callback slot for your tools; it does nothing by default
 
 
 '''
@@ -136,6 +143,7 @@ _STEP = '''\
             loss.backward()
             average_gradients(list(model.parameters()))
             opt.step()
+            on_step(step, model, idx, loss)
 '''
 
 _RETURN = '''\
@@ -226,6 +234,7 @@ def _uneven(v: dict) -> str:
                                                y[start:start + config["batch_size"]])
             loss.backward()
             opt.step()
+            on_step(start // config["batch_size"], model, list(range(start, start + config["batch_size"])), loss)
 ''' + _RETURN
 
 
@@ -344,14 +353,17 @@ class DebuggingLab:
             config["checkpoint"] = checkpoint
         return config
 
-    def broken(self, number: int) -> Callable[[dict], Any]:
+    def broken(self, number: int, on_step: Callable | None = None) -> Callable[[dict], Any]:
         """``broken_<number>`` itself, ready for ``dpcourse.launch(fn, WORLD, config)``. Its source is
-        registered with ``linecache``, so tracebacks and the launcher's stuck-rank report show its lines."""
+        registered with ``linecache``, so tracebacks and the launcher's stuck-rank report show its lines.
+        ``on_step(step, model, batch, loss)``, if given, is called on every rank after each step."""
         filename = f"<broken_{number} of {self.student_id}>"
         source = self.source(number)
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         namespace: dict[str, Any] = {"__name__": f"broken_{number}"}
         exec(compile(source, filename, "exec"), namespace)
+        if on_step is not None:
+            namespace["on_step"] = on_step
         return namespace[f"broken_{number}"]
 
     def __repr__(self) -> str:
@@ -360,11 +372,11 @@ class DebuggingLab:
 
 # --------------------------------------------------------------------------- what a correct version computes
 
-def reference(case: Case) -> dict[str, "numpy.ndarray"]:  # noqa: F821
-    """One process, the same math as a correct version of ``case``: the global batch each step
-    (``DistributedSampler``'s shuffle, ``WORLD`` x batch size), the case's freezing schedule, and for
-    uneven inputs what ``Join`` computes (a rank out of data adds zero gradients; the mean divides
-    by the whole world)."""
+def reference(case: Case, world: int = WORLD) -> dict[str, "numpy.ndarray"]:  # noqa: F821
+    """One process, the same math as a correct version of ``case`` on ``world`` ranks: the global
+    batch each step (``DistributedSampler``'s shuffle, ``world`` x batch size), the case's freezing
+    schedule, and for uneven inputs what ``Join`` computes (a rank out of data adds zero gradients;
+    the mean divides by the whole world)."""
     import torch
     from torch import nn
 
@@ -374,13 +386,13 @@ def reference(case: Case) -> dict[str, "numpy.ndarray"]:  # noqa: F821
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
     batch = config["batch_size"]
     if case.family == "uneven inputs":
-        shards = [read_shard(config, r) for r in range(WORLD)]
+        shards = [read_shard(config, r) for r in range(world)]
         for _ in range(config["epochs"]):
             for start in range(0, max(config["shard_sizes"]), batch):
                 opt.zero_grad()
                 total = sum(nn.functional.cross_entropy(model(sx[start:start + batch]), sy[start:start + batch])
                             for sx, sy in shards if start < len(sy))
-                (total / WORLD).backward()
+                (total / world).backward()
                 opt.step()
         return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     frozen = list(model[case.variant["layer"]].parameters()) if case.family == "divergence" else []
@@ -389,11 +401,11 @@ def reference(case: Case) -> dict[str, "numpy.ndarray"]:  # noqa: F821
     step = 0
     for epoch in range(config["epochs"]):
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(config["seed"] + epoch))
-        for start in range(0, len(y), WORLD * batch):
+        for start in range(0, len(y), world * batch):
             if frozen and step == case.variant["step"]:
                 for p in frozen:
                     p.requires_grad_(True)
-            idx = order[start:start + WORLD * batch]
+            idx = order[start:start + world * batch]
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()

@@ -1,0 +1,436 @@
+# %% [markdown]
+# # Exercise 11 — The debugging lab
+#
+# Six training functions, each broken by **one** bug from lesson 11's six families: a mismatched
+# collective (hang), divergence between ranks, wrong averaging, a data-order bug, uneven inputs, a
+# checkpoint race. Which case is which family, and in each one which rank, which step, which layer
+# and which collective go wrong, is drawn from **your student id** — your classmates' cases differ.
+# Each case runs on 3 ranks through `dpcourse.launch`. For every case you
+#
+# 1. run it and watch the symptom;
+# 2. find the bug with the lesson's tools (stuck-rank report, `TORCH_DISTRIBUTED_DEBUG=DETAIL`, the
+#    flight recorder, the divergence detector, a comparison with one process, per-rank logs);
+# 3. write down a **diagnosis** in `diagnosis()` below;
+# 4. write **`fixed_<n>(config)`**: the same training without the bug. It must return what the broken
+#    one returns, end with the parameters one process computes on the global batch (to about 1e-9,
+#    everything is float64), call the same collectives on every rank, and finish.
+#
+# ## The diagnosis
+#
+# `diagnosis()` returns `{case number: entry}`; each entry is a dict with
+#
+# | key | value |
+# |---|---|
+# | `"family"` | one of `"hang"`, `"divergence"`, `"averaging"`, `"data order"`, `"uneven inputs"`, `"checkpoint race"` |
+# | `"ranks"` | a list of ranks (or `"all"`), see below |
+# | `"op"`, `"seq"` | hang only: the operation the culprit calls as DETAIL names it (e.g. `"BROADCAST"`) and DETAIL's `SequenceNumber` — or give the flight recorder's number as `"collective_seq_id"` instead of `"seq"` |
+# | `"step"` | divergence: the first step the detector reports; data order: the first step at which a rank reads a batch a correct program would not; uneven inputs: the step at which the others wait for it (steps count from 0) |
+# | `"parameter"` | divergence: the first parameter the detector names; averaging: the first parameter (in the model's order) that differs from one process **after one step** |
+#
+# Which ranks: for a hang, the rank that calls the collective the others do not; for divergence, the
+# ranks whose parameters differ from rank 0's; for averaging, the ranks that average wrongly; for data
+# order, the ranks that read a wrong batch at that step; for uneven inputs, the rank that runs out of
+# data; for a checkpoint race, the ranks that read the checkpoint before it is complete.
+#
+# **Grading**, per family: 1 point for the family, 2 for the ranks and details, 3 for the fix. The
+# family and detail checks are hidden (`check` tells you only whether your diagnosis is well-formed);
+# the fixes are checked by `check("11")` below.
+#
+# ## Your id
+#
+# Replace the line in the next cell with `STUDENT_ID = "..."`: your student id or e-mail, exactly as
+# your course knows you. The grader builds your cases from it; a different id means different cases.
+
+# %% tags=["graded"]
+### BEGIN SOLUTION
+STUDENT_ID = "solution@dpcourse"
+### END SOLUTION
+
+# %%
+import json
+import tempfile
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+import dpcourse
+from dpcourse import debugging
+from dpcourse.debugging_lab import WORLD, DebuggingLab, make_data, make_model
+
+lab = DebuggingLab(STUDENT_ID)
+print(lab)
+
+
+def run(n, timeout=5, env=None, on_step=None, config=None):
+    """Launch broken_<n> on WORLD ranks, print what you see, and return the results (or the exception).
+    ``on_step(step, model, batch, loss)`` is called on every rank after each step: attach tools there."""
+    if config is None:
+        config = lab.config(n, checkpoint=tempfile.mktemp(suffix=".pt"))
+    try:
+        results = dpcourse.launch(lab.broken(n, on_step=on_step), WORLD, config, timeout=timeout, env=env or {})
+    except dpcourse.LaunchError as exc:
+        print(f"==> {type(exc).__name__}: {str(exc).splitlines()[0][:250]}")
+        return exc
+    print("==> finished without an error")
+    return results
+
+
+def one_process(config):
+    """Plain training in one process on the global batch (WORLD x batch_size), in DistributedSampler's
+    order: what a correct version of a case without freezing or uneven shards ends with."""
+    x, y = make_data(config)
+    model = make_model(config)
+    opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
+    batch = WORLD * config["batch_size"]
+    for epoch in range(config["epochs"]):
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(config["seed"] + epoch))
+        for start in range(0, len(y), batch):
+            idx = order[start:start + batch]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+# %% [markdown]
+# ## Case 1
+#
+# Read the code, then run it. (`lab.config(1)` is its config; every case's `on_step(...)` line is a
+# callback slot that does nothing unless you pass `run(1, on_step=your_function)`.)
+
+# %%
+print(lab.source(1))
+
+# %%
+symptom_1 = run(1)
+
+# %% [markdown]
+# Investigate case 1 here.
+
+# %%
+### BEGIN SOLUTION
+outcome = run(1, env={"TORCH_DISTRIBUTED_DEBUG": "DETAIL"}, timeout=20)
+print(debugging.parse_mismatch(str(outcome)))
+### END SOLUTION
+
+# %% [markdown]
+# ## Case 2
+
+# %%
+print(lab.source(2))
+
+# %%
+symptom_2 = run(2)
+
+# %% [markdown]
+# Investigate case 2 here.
+
+# %%
+### BEGIN SOLUTION
+one_step = {**lab.config(2), "n": WORLD * lab.config(2)["batch_size"], "epochs": 1}
+ranks = run(2, config=one_step)
+print("ranks agree:", all(torch.equal(ranks[0]["params"][k], r["params"][k]) for r in ranks for k in ranks[0]["params"]))
+print("first difference from one process after one step:",
+      debugging.first_difference(ranks[0]["params"], one_process(one_step)))
+### END SOLUTION
+
+# %% [markdown]
+# ## Case 3
+
+# %%
+print(lab.source(3))
+
+# %%
+symptom_3 = run(3)
+
+# %% [markdown]
+# Investigate case 3 here.
+
+# %%
+### BEGIN SOLUTION
+folder = tempfile.mkdtemp()
+
+
+def log_steps(step, model, batch, loss):
+    debugging.rank_logger(folder).info(f"step {step} done")
+
+
+outcome = run(3, on_step=log_steps)
+print("raised on rank", getattr(outcome, "rank", None), "- last lines of the merged logs:")
+for t, r, m in debugging.read_logs(folder)[-3:]:
+    print(f"  {t:.3f} rank {r}: {m}")
+### END SOLUTION
+
+# %% [markdown]
+# ## Case 4
+
+# %%
+print(lab.source(4))
+
+# %%
+symptom_4 = run(4)
+
+# %% [markdown]
+# Investigate case 4 here.
+
+# %%
+### BEGIN SOLUTION
+folder = tempfile.mkdtemp()
+
+
+def log_batches(step, model, batch, loss):
+    debugging.rank_logger(folder).info(f"step {step} reads {json.dumps(sorted(int(i) for i in batch))}")
+
+
+run(4, on_step=log_batches)
+read = {(r, int(m.split()[1])): json.loads(m.split(" reads ")[1]) for _, r, m in debugging.read_logs(folder)}
+config = lab.config(4)
+steps_per_epoch = config["n"] // (WORLD * config["batch_size"])
+wrong = {}
+for r in range(WORLD):
+    sampler = DistributedSampler(range(config["n"]), num_replicas=WORLD, rank=r, seed=config["seed"])
+    for epoch in range(config["epochs"]):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        for b in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + b
+            if sorted(order[b * config["batch_size"]:(b + 1) * config["batch_size"]]) != read[(r, step)]:
+                wrong.setdefault(step, []).append(r)
+print("first step with a wrong batch, and the ranks that read one:", min(wrong), wrong[min(wrong)])
+### END SOLUTION
+
+# %% [markdown]
+# ## Case 5
+
+# %%
+print(lab.source(5))
+
+# %%
+symptom_5 = run(5)
+
+# %% [markdown]
+# Investigate case 5 here.
+
+# %%
+### BEGIN SOLUTION
+def detect(step, model, batch, loss, _seen={}):
+    detector = _seen.setdefault("detector", debugging.DivergenceDetector(model, every=1))
+    if detector.check(step) is not None and not _seen.get("printed") and dist.get_rank() == 0:
+        _seen["printed"] = True
+        print(detector.divergence)
+
+
+_ = run(5, on_step=detect)
+### END SOLUTION
+
+# %% [markdown]
+# ## Case 6
+
+# %%
+print(lab.source(6))
+
+# %%
+symptom_6 = run(6)
+
+# %% [markdown]
+# Investigate case 6 here.
+
+# %%
+### BEGIN SOLUTION
+print("still running at the timeout:", symptom_6.ranks, "- shard sizes:", lab.config(6)["shard_sizes"],
+      "- batches per rank:", [s // lab.config(6)["batch_size"] for s in lab.config(6)["shard_sizes"]])
+### END SOLUTION
+
+# %% [markdown]
+# ## Your diagnoses
+
+# %% tags=["graded"]
+def diagnosis():
+    """{case number: {"family": ..., "ranks": [...], ...}} - see the table at the top."""
+    ### BEGIN SOLUTION
+    return {
+        1: {"family": "hang", "ranks": [1], "op": "ALLREDUCE", "seq": 10},
+        2: {"family": "averaging", "ranks": "all", "parameter": "4.weight"},
+        3: {"family": "checkpoint race", "ranks": [0, 1]},
+        4: {"family": "data order", "ranks": [1, 2], "step": 0},
+        5: {"family": "divergence", "ranks": [1, 2], "step": 4, "parameter": "4.weight"},
+        6: {"family": "uneven inputs", "ranks": [0], "step": 2},
+    }
+    ### END SOLUTION
+
+# %% [markdown]
+# ## Your fixes
+#
+# Start from `print(lab.source(n))`: copy the function, rename it `fixed_<n>`, fix the bug. Keep the
+# imports you need in the cell (the grader runs these cells, and the imports of the other cells).
+
+# %% tags=["graded"]
+from torch.distributed.algorithms.join import Join
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from dpcourse.debugging_lab import average_gradients, broadcast_parameters, read_shard, slow_save
+
+
+def fixed_1(config):
+    ### BEGIN SOLUTION
+    rank, world = dist.get_rank(), dist.get_world_size()
+    x, y = make_data(config)
+    model = make_model(config)
+    broadcast_parameters(model)
+    opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
+    sampler = DistributedSampler(range(len(y)), num_replicas=world, rank=rank, shuffle=True, seed=config["seed"])
+    step = 0
+    for epoch in range(config["epochs"]):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        for start in range(0, len(order), config["batch_size"]):
+            idx = order[start:start + config["batch_size"]]
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            average_gradients(list(model.parameters()))
+            opt.step()
+            if (step + 1) % 4 == 0:  # every rank joins the all-reduce for the log; rank 1 prints it
+                mean = loss.detach().reshape(1).clone()
+                dist.all_reduce(mean)
+                if rank == 1:
+                    print(f"step {step}: mean loss {mean.item() / world:.4f}")
+            step += 1
+    return {"params": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    ### END SOLUTION
+
+
+def fixed_2(config):
+    ### BEGIN SOLUTION
+    rank, world = dist.get_rank(), dist.get_world_size()
+    x, y = make_data(config)
+    model = make_model(config)
+    broadcast_parameters(model)
+    opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
+    sampler = DistributedSampler(range(len(y)), num_replicas=world, rank=rank, shuffle=True, seed=config["seed"])
+    for epoch in range(config["epochs"]):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        for start in range(0, len(order), config["batch_size"]):
+            idx = order[start:start + config["batch_size"]]
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            average_gradients(list(model.parameters()))  # the head too: summed, then divided, like the rest
+            opt.step()
+    return {"params": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    ### END SOLUTION
+
+
+def fixed_3(config):
+    ### BEGIN SOLUTION
+    rank, world = dist.get_rank(), dist.get_world_size()
+    x, y = make_data(config)
+    model = make_model(config)
+    broadcast_parameters(model)
+    opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
+    loaded = []
+    sampler = DistributedSampler(range(len(y)), num_replicas=world, rank=rank, shuffle=True, seed=config["seed"])
+    for epoch in range(config["epochs"]):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        for start in range(0, len(order), config["batch_size"]):
+            idx = order[start:start + config["batch_size"]]
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            average_gradients(list(model.parameters()))
+            opt.step()
+        if rank == 2:
+            slow_save({"model": model.state_dict(), "epoch": epoch}, config["checkpoint"])
+        dist.barrier()  # nobody reads before the writer is done
+        state = torch.load(config["checkpoint"], weights_only=True)
+        model.load_state_dict(state["model"])
+        loaded.append(state["epoch"])
+        dist.barrier()  # and the writer does not overwrite it while others still read
+    return {"params": {k: v.detach().clone() for k, v in model.state_dict().items()}, "loaded": loaded}
+    ### END SOLUTION
+
+
+def fixed_4(config):
+    ### BEGIN SOLUTION
+    rank, world = dist.get_rank(), dist.get_world_size()
+    x, y = make_data(config)
+    model = make_model(config)
+    broadcast_parameters(model)
+    opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
+    sampler = DistributedSampler(range(len(y)), num_replicas=world, rank=rank, shuffle=True,
+                                 seed=config["seed"])  # one seed for all ranks: one shuffle, dealt out
+    for epoch in range(config["epochs"]):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        for start in range(0, len(order), config["batch_size"]):
+            idx = order[start:start + config["batch_size"]]
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            average_gradients(list(model.parameters()))
+            opt.step()
+    return {"params": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    ### END SOLUTION
+
+
+def fixed_5(config):
+    ### BEGIN SOLUTION
+    rank, world = dist.get_rank(), dist.get_world_size()
+    x, y = make_data(config)
+    model = make_model(config)
+    broadcast_parameters(model)
+    frozen = list(model[4].parameters())
+    for p in frozen:
+        p.requires_grad_(False)
+    opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
+    sampler = DistributedSampler(range(len(y)), num_replicas=world, rank=rank, shuffle=True, seed=config["seed"])
+    step = 0
+    for epoch in range(config["epochs"]):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        for start in range(0, len(order), config["batch_size"]):
+            idx = order[start:start + config["batch_size"]]
+            if step == 4:
+                for p in frozen:
+                    p.requires_grad_(True)
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            average_gradients([p for p in model.parameters() if p.requires_grad])  # every trained layer, every step
+            opt.step()
+            step += 1
+    return {"params": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    ### END SOLUTION
+
+
+def fixed_6(config):
+    ### BEGIN SOLUTION
+    rank = dist.get_rank()
+    x, y = read_shard(config, rank)
+    model = make_model(config)
+    ddp = DDP(model)
+    opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
+    with Join([ddp]):  # the rank that runs out of data shadows the others' all-reduces
+        for epoch in range(config["epochs"]):
+            for start in range(0, len(y), config["batch_size"]):
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(ddp(x[start:start + config["batch_size"]]),
+                                                   y[start:start + config["batch_size"]])
+                loss.backward()
+                opt.step()
+    return {"params": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    ### END SOLUTION
+
+# %% [markdown]
+# ## Self-check
+#
+# Runs the visible tests in separate processes: whether your diagnosis is well-formed, and every fix
+# (a fix that still hangs is stopped, and says so). The diagnosis itself is graded by the instructor.
+
+# %%
+from dpcourse.grading import check
+
+check("11")
