@@ -1,8 +1,10 @@
 """The course as a learner meets it: JupyterLab in a real (headless) browser.
 
-Starts JupyterLab on a free localhost port with a token and throw-away settings, opens lesson 00
-and an exercise in Debian's Chromium driven by Playwright, runs them through the UI, and checks
-what a learner would see. Screenshots go to ``screenshots/browser/`` (git-ignored).
+Starts JupyterLab the way ``dpcourse lab`` does (same command line and config, on a copy of the
+course) on a free localhost port with a token and throw-away settings; opens lesson 00 and runs it
+through the UI; lands on the course map, clicks its link to an exercise, runs that, and checks what
+a learner would see: no question on first start, every cell's output. Screenshots go to
+``screenshots/browser/`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -53,23 +54,25 @@ def lab(tmp_path):
         import playwright  # noqa: F401
     except ImportError:
         _missing("playwright (pip install -e '.[browser]')")
-    work = tmp_path / "course"
-    work.mkdir()
-    shutil.copy(ROOT / "lessons" / "00_setup.ipynb", work)  # a copy: the learner's files are never touched
-    shutil.copy(ROOT / "exercises" / "02_gradient_accumulation.ipynb", work)
+    from dpcourse.lab import lab_command, lab_env
+
+    work = tmp_path / "course"  # a copy in the course's layout: the learner's files are never touched
+    for rel in ("lessons/00_setup.ipynb", "lessons/index.ipynb", "exercises/02_gradient_accumulation.ipynb",
+                "solutions/02_gradient_accumulation.ipynb"):
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, work / rel)
     settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     # render every cell (no lazy windowing), so the page holds all outputs
     (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
-    quiet = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
-    quiet.mkdir(parents=True)  # no news pop-up, no update check: the browser stays off the network
-    (quiet / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # nothing about news here: dpcourse lab's own config must keep the first start quiet
     token, port = secrets.token_hex(16), _free_port()
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")}
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}", "--allow-root",
-           "--ServerApp.port_retries=0", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    env = lab_env({**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+                   "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+                   "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")})
+    cmd = lab_command(work, ["--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
+                             "--ServerApp.port_retries=0", "--LabApp.news_url=",
+                             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"], as_root=True)
     log = open(tmp_path / "lab.log", "wb")
     server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -104,8 +107,8 @@ def _menu(page, menu: str, item: str) -> None:
 
 def _run_all_and_save(page, path: Path, timeout_s: float) -> dict:
     """Clear the stored outputs, run every cell through the Run menu, wait, save; return the saved JSON."""
-    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
-    page.locator(".jp-NotebookPanel-toolbar").get_by_text("Python 3").first.wait_for(timeout=60_000)
+    page.locator(".jp-Notebook .jp-Cell:visible").first.wait_for(timeout=60_000)  # the open tab's, not another's
+    page.locator(".jp-NotebookPanel-toolbar:visible").get_by_text("Python 3").first.wait_for(timeout=60_000)
     page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for(timeout=60_000)
     _menu(page, "Edit", "Clear Outputs of All Cells")
     _menu(page, "Run", "Run All Cells")
@@ -143,8 +146,8 @@ def test_lesson_00_and_an_exercise_in_jupyterlab(lab):
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{base}/lab/tree/00_setup.ipynb?reset&token={token}")
-            saved = _run_all_and_save(page, work / "00_setup.ipynb", timeout_s=150)
+            page.goto(f"{base}/lab/tree/lessons/00_setup.ipynb?reset&token={token}")
+            saved = _run_all_and_save(page, work / "lessons" / "00_setup.ipynb", timeout_s=150)
 
             code = [c for c in saved["cells"] if c["cell_type"] == "code"]
             assert all(c["execution_count"] for c in code), "Run All stopped before the last cell"
@@ -163,14 +166,26 @@ def test_lesson_00_and_an_exercise_in_jupyterlab(lab):
             body = page.locator(".jp-Notebook").inner_text()
             assert "Error displaying widget" not in body and "Loading widget..." not in body
 
-            page.goto(f"{base}/lab/tree/02_gradient_accumulation.ipynb?reset&token={token}")
-            saved = _run_all_and_save(page, work / "02_gradient_accumulation.ipynb", timeout_s=120)
+            # where a learner lands: the course map; its link to the exercise opens the exercise
+            page.goto(f"{base}/?reset&token={token}")
+            link = page.locator('.jp-RenderedMarkdown a[href*="exercises/02_gradient_accumulation.ipynb"]').first
+            link.wait_for(timeout=60_000)
+            assert "/lab/tree/lessons/index.ipynb" in page.url, page.url
+            page.screenshot(path=str(SHOTS / "03_course_map.png"))
+            assert page.get_by_text("official Jupyter news").count() == 0, "first start asked about news"
+            link.click()
+            tab = page.locator(".lm-TabBar-tab", has_text="02_gradient_accumulation.ipynb")
+            tab.first.wait_for(timeout=60_000)
+            page.locator(".jp-Notebook .jp-RenderedMarkdown h1", has_text="Exercise 02").first.wait_for(timeout=60_000)
+            assert page.get_by_text("File Load Error").count() == 0 and page.get_by_text("404").count() == 0
+            saved = _run_all_and_save(page, work / "exercises" / "02_gradient_accumulation.ipynb", timeout_s=120)
             check_cells = [c for c in saved["cells"] if c["cell_type"] == "code" and "check(" in "".join(c["source"])]
             assert check_cells and check_cells[0]["execution_count"], "the self-check did not run"
             report = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
                              for o in check_cells[0]["outputs"])
             assert "NotImplementedError" in report, report[:2000]
             page.get_by_text("NotImplementedError").first.scroll_into_view_if_needed()
-            page.screenshot(path=str(SHOTS / "03_exercise02_self_check.png"))
+            page.screenshot(path=str(SHOTS / "04_exercise02_self_check.png"))
+            assert "CheckResult(" not in report  # check() printed its summary; nothing more shows
         finally:
             browser.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -252,3 +254,64 @@ def test_an_exercise_that_is_no_notebook_any_more_is_kept(tmp_path, capsys):
     assert main(_args(sol, ex)) == 1 and target.read_text() == '{"cells": [ half a notebook'
     assert main(_args(sol, ex, force=True)) == 0
     assert [c.read_text() for c in (ex / BACKUPS).iterdir()] == ['{"cells": [ half a notebook']
+
+
+@pytest.mark.slow
+def test_a_learners_edit_survives_every_command(tmp_path):
+    """A copy of the course with a learner's answer in exercise 02; each command must leave those bytes."""
+    course = tmp_path / "course"
+    for folder in ("solutions", "exercises"):
+        shutil.copytree(ROOT / folder, course / folder)
+    (course / "lessons").mkdir()
+    shutil.copy(ROOT / "lessons" / "00_setup.ipynb", course / "lessons")
+    (course / "tools" / "nbsrc" / "lessons").mkdir(parents=True)
+    shutil.copy(ROOT / "tools" / "nb.py", course / "tools")
+    shutil.copy(ROOT / "tools" / "nbsrc" / "lessons" / "index.py", course / "tools" / "nbsrc" / "lessons")
+    exercise = course / "exercises" / "02_gradient_accumulation.ipynb"
+    solved = nbformat.read(ROOT / "solutions" / exercise.name, as_version=4)
+    answer = next(c.source for c in solved.cells if "graded" in c.metadata.get("tags", []))
+    mine = _edit(exercise, "# my answer, typed in the lab\n" + answer, run=True)
+
+    def run(*cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=600, cwd=course)
+
+    done = run("-m", "dpcourse.cli", "release")
+    assert done.returncode == 0 and "kept" in done.stdout, done.stdout + done.stderr
+    assert exercise.read_bytes() == mine
+    done = run("-m", "dpcourse.cli", "release", "--check")
+    assert done.returncode == 1 and "a learner has edited it" in done.stdout and exercise.read_bytes() == mine
+
+    solution = course / "solutions" / exercise.name  # the instructor improves the solution's prose
+    nb = nbformat.read(solution, as_version=4)
+    nb.cells[0].source += "\n\nOne more sentence."
+    nbformat.write(nb, solution)
+    done = run("-m", "dpcourse.cli", "release")
+    assert done.returncode == 1 and "not replaced" in done.stdout and exercise.read_bytes() == mine
+    done = run("-m", "dpcourse.cli", "release", "--check")
+    assert "a learner has edited it, and the solution changed" in done.stdout and exercise.read_bytes() == mine
+
+    done = run("-m", "dpcourse.cli", "grade", str(exercise), "--out", str(tmp_path / "grades"), "--timeout", "60")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "grades" / exercise.stem / "results.json").read_text())
+    assert report["score"] == report["max_score"] > 0 and exercise.read_bytes() == mine
+
+    check = ("import json, time\nfrom dpcourse.grading import check\nnb = json.load(open(%r))\n"
+             "for c in nb['cells']:  # the notebook's cells up to the learner's, then its check() cell\n"
+             "    if c['cell_type'] == 'code':\n"
+             "        exec(''.join(c['source']))\n"
+             "        if 'graded' in c['metadata'].get('tags', []):\n"
+             "            break\n"
+             "t = time.monotonic()\n"
+             "print(bool(check('02', accumulate_gradients)), f'check: {time.monotonic() - t:.1f} s')") % str(exercise)
+    done = run("-c", check)
+    assert done.returncode == 0 and "True check:" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert exercise.read_bytes() == mine
+
+    done = run("tools/nb.py", "build", "tools/nbsrc/lessons/index.py", "lessons/index.ipynb")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert exercise.read_bytes() == mine
+
+    done = run("-m", "dpcourse.cli", "release", "--force")  # told to: the learner's work is copied first
+    assert done.returncode == 0
+    copies = list((course / "exercises" / BACKUPS).iterdir())
+    assert [c.read_bytes() for c in copies] == [mine] and "One more sentence." in exercise.read_text()

@@ -1,9 +1,16 @@
-"""``dpcourse grade SUBMISSION.ipynb ... [--out DIR] [--timeout S] [--memory-mb M] [--jobs J]``.
+"""``dpcourse grade SUBMISSION.ipynb|FOLDER ... [--out DIR] [--timeout S] [--memory-mb M] [--jobs J]``.
+
+Submissions are taken as platforms deliver them: files named anyhow (``grace_04_ring.ipynb``,
+Canvas's ``grace_12345_67890_04_ring.ipynb``), or folders searched for notebooks (one folder per
+student, the same file name in each: the folder's name stays in the report's name). The exercise is
+read from the notebook itself (its metadata, its ``check("NN", ...)`` call, the names it defines),
+from the file name only when the notebook doesn't say.
 
 Every test of every submission runs in its own sandboxed child (see ``sandbox``); references and
 scores are computed here. Reports are written only after every child is gone: per submission
 ``DIR/<name>/results.json`` in Gradescope's autograder shape, the class ``DIR/grades.csv``, and a
-printed table. Exit status 0 whenever grading ran, whatever the scores.
+printed table; the reason a whole submission could not be graded is in all three. Exit status 0
+whenever grading ran, whatever the scores.
 """
 
 from __future__ import annotations
@@ -11,8 +18,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import secrets
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +31,7 @@ from dpcourse.grading.framework import Suite, Test, exercise_ids, get_suite
 from dpcourse.grading.sandbox import Finished, Job, become_subreaper, run_jobs
 from dpcourse.grading.verdict import Verdict, judge
 
-__all__ = ["main", "grade", "Report"]
+__all__ = ["Report", "collect", "grade", "main", "report_keys", "table", "write_reports"]
 
 
 @dataclass
@@ -35,6 +44,8 @@ class Report:
     suite: Suite | None
     verdicts: list[Verdict] = field(default_factory=list)
     problem: str = ""  # set when no test could run at all (every test then scores 0 with this message)
+    notes: list[str] = field(default_factory=list)  # how the submission was read (shown, cost nothing)
+    statuses: dict[str, str] = field(default_factory=dict)  # test name -> how its child ended (ok, timeout, ...)
 
     @property
     def max_score(self) -> float:
@@ -44,19 +55,30 @@ class Report:
     def score(self) -> float:
         return sum(v.score for v in self.verdicts)
 
+    def _hint(self, v: Verdict, shown: set[str]) -> str:
+        """Advice for a failed test, only where it fits: the diagnoses that match its outputs when the
+        verdict has them, else the test's own hint when the code ran and gave a wrong result (a crash, a
+        timeout or a missing function is not what that hint is about); each one once per submission."""
+        if v.passed or self.problem:
+            return ""
+        hint = getattr(v, "hint", "") or (v.test.hint if self.statuses.get(v.test.name) == "ok" else "")
+        if not hint or hint in shown:
+            return ""
+        shown.add(hint)
+        return f"\nHint: {hint}"
+
     def results_json(self) -> dict:
-        tests = []
+        tests, shown = [], set()
         for v in self.verdicts:
-            output = "passed" if v.passed else v.message
-            if not v.passed and v.test.hint and not self.problem and "NotImplementedError" not in v.message:
-                output += f"\nHint: {v.test.hint}"
+            output = "passed" if v.passed else v.message + self._hint(v, shown)
             if not v.passed and v.output.strip():
                 output += "\n--- printed output (last lines) ---\n" + "\n".join(v.output.rstrip().splitlines()[-20:])
             tests.append({"name": v.test.name, "score": v.score, "max_score": v.test.points, "output": output,
                           "visibility": "visible" if v.test.visible else "after_published"})
         result = {"score": self.score, "max_score": self.max_score, "tests": tests}
-        if self.problem:
-            result["output"] = self.problem
+        text = "\n".join(([self.problem] if self.problem else []) + self.notes)
+        if text:
+            result["output"] = text
         return result
 
 
@@ -81,16 +103,90 @@ def _guess(defined: set[str]) -> str | None:
     return None
 
 
-def _unique_key(path: Path, taken: set[str]) -> str:
-    for key in (path.stem, f"{path.parent.name}_{path.stem}"):
-        if key and key not in taken:
-            taken.add(key)
-            return key
-    i = 2
-    while f"{path.stem}_{i}" in taken:
-        i += 1
-    taken.add(f"{path.stem}_{i}")
-    return f"{path.stem}_{i}"
+def collect(paths: list[Path]) -> list[tuple[Path, Path | None]]:
+    """Every submission in ``paths``: files as given, folders searched for ``*.ipynb`` (checkpoints and
+    hidden folders left out). Each comes with the folder argument it was found in (None for a file)."""
+    found: list[tuple[Path, Path | None]] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            found.append((path, None))
+            continue
+        notebooks = sorted(p for p in path.rglob("*.ipynb")
+                           if not any(part.startswith(".") for part in p.relative_to(path).parts))
+        if not notebooks:
+            print(f"dpcourse grade: no .ipynb notebook in {path}/ (or its folders): nothing graded there.",
+                  file=sys.stderr)
+        found += [(p, path) for p in notebooks]
+    seen: set[Path] = set()
+    unique = []
+    for path, base in found:  # a file named twice (a folder and a file in it, say) is graded once
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append((path, base))
+    return unique
+
+
+def report_keys(items: list[tuple[Path, Path | None]]) -> list[str]:
+    """A distinct name per submission that keeps who it is from: the file's stem, after the folders it
+    sits in below a folder argument (``alice_04_ring``); for files given one by one, after its folder's
+    name when they come from several folders. Clashes left then get more folders, then a number."""
+    direct_parents = {p.parent.resolve() for p, base in items if base is None}
+    parts: list[list[str]] = []
+    for path, base in items:
+        if base is not None:
+            names = [*path.relative_to(base).parent.parts, path.stem]
+        else:
+            names = [path.parent.name, path.stem] if len(direct_parents) > 1 and path.parent.name else [path.stem]
+        parts.append(names)
+    above = [list(Path(p).resolve().parent.parts[:-1]) if base is None else
+             list(Path(base).resolve().parts) for p, base in items]  # folders to add on a clash, nearest last
+    keys = ["_".join(n) for n in parts]
+    where = [Path(p).resolve() for p, _ in items]
+    for _ in range(64):  # a clash between different files: add the folder above each (the same file: a number)
+        clashes = {k for k in keys if len({where[i] for i, other in enumerate(keys) if other == k}) > 1}
+        if not clashes:
+            break
+        for i, key in enumerate(keys):
+            if key in clashes and above[i]:
+                parts[i].insert(0, above[i].pop())
+                keys[i] = "_".join(parts[i])
+    seen: dict[str, int] = {}
+    unique = []
+    for key in keys:  # the same file given twice, say
+        seen[key] = seen.get(key, 0) + 1
+        unique.append(key if seen[key] == 1 else f"{key}_{seen[key]}")
+    return [re.sub(r"_{2,}", "_", k.replace("/", "_")).strip("_") or "submission" for k in unique]
+
+
+_LAUNCH_LIMIT = re.compile(r"\btimed out after \d+(?:\.\d+)? s\b")
+
+
+def stated_limit(message: str, limit: float) -> str:
+    """``message`` with a launch's own deadline (a share of the test's) replaced by the limit that was
+    set (``--timeout``, or check()'s ``timeout=``): that is the number the learner can act on."""
+    return _LAUNCH_LIMIT.sub(f"timed out at the test's time limit of {limit:g} s", message)
+
+
+_GRADER = ("/dpcourse/grading/", "/dpcourse/launch.py")
+
+
+def own_frames(message: str) -> str:
+    """``message`` with the grader's frames taken out of its tracebacks: what is left is the learner's
+    own code (``<cell N>``, a notebook's cells), where the fix goes, and the error itself."""
+    kept, grader = [], False
+    for line in message.split("\n"):
+        if line.startswith('  File "'):
+            grader = any(part in line for part in _GRADER)
+        elif not line.startswith("    "):
+            grader = False
+        if not grader:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def tidy(message: str, limit: float) -> str:
+    """What a learner should read: the limit that was set, and only their own frames."""
+    return own_frames(stated_limit(message, limit))
 
 
 def _fail_all(report: Report, message: str) -> None:
@@ -99,31 +195,62 @@ def _fail_all(report: Report, message: str) -> None:
         report.verdicts = [Verdict(t, False, message) for t in report.suite.tests]
 
 
+def _exercise_file(exercise: str) -> str:
+    """How a learner finds a fresh copy of the exercise: its file in the course's exercises/ folder."""
+    root = Path(__file__).resolve().parents[2] / "exercises"
+    found = sorted(root.glob(f"{exercise}_*.ipynb")) if root.is_dir() else []
+    return f"exercises/{found[0].name}" if found else f"exercise {exercise}'s notebook in exercises/"
+
+
+def _no_graded_code(exercise: str, suite: Suite) -> str:
+    return (f"no graded code found: the cell tagged 'graded' that defines {', '.join(suite.names)} is missing "
+            f"(deleted?). To recover it: open a fresh copy of the exercise ({_exercise_file(exercise)}, or "
+            "download it again), copy its cell tagged 'graded' into your notebook (cell tags: the gear icon "
+            "in JupyterLab's right sidebar), put your code back in, save, and submit again.")
+
+
+def _found_note(path: Path, exercise: str, found_by: str) -> str:
+    from dpcourse.grading.extract import exercise_from_name
+
+    said = exercise_from_name(path, tuple(exercise_ids()))
+    where = {"metadata": "the notebook's metadata", "check() call": f'its check("{exercise}", ...) call',
+             "names": "the names it defines", "file name": "its file name"}.get(found_by, found_by)
+    note = f"graded as exercise {exercise} (from {where})"
+    if said and said != exercise and found_by != "file name":
+        note += f"; its file name suggests {said}, but the notebook itself says {exercise}"
+    return note + "."
+
+
 def _plan(paths: list[Path], timeout: float | None, memory_mb: int, seed: int) -> tuple[list[Report], list[Job]]:
     reports: list[Report] = []
     jobs: list[Job] = []
-    taken: set[str] = set()
-    for path in paths:
-        report = Report(path, _unique_key(path, taken), None, None)
+    items = collect(paths)
+    known = tuple(exercise_ids())
+    for (path, _), key in zip(items, report_keys(items)):
+        report = Report(path, key, None, None)
         reports.append(report)
         try:
-            sub = read_submission(path, _names_of, _references_of, guess=_guess)
+            sub = read_submission(path, _names_of, _references_of, guess=_guess, known=known)
         except SubmissionError as exc:
-            from dpcourse.grading.extract import exercise_of
-
-            report.exercise = exercise_of(path)
-            report.suite = get_suite(report.exercise) if report.exercise in exercise_ids() else None
-            _fail_all(report, str(exc))
+            report.exercise = exc.exercise
+            report.suite = get_suite(exc.exercise) if exc.exercise in known else None
+            if exc.exercise:
+                report.notes.append(_found_note(path, exc.exercise, exc.found_by))
+            _fail_all(report, str(exc) if report.suite else
+                      f"{exc} Its exercise cannot be told either: name it NN_something.ipynb (one of {', '.join(known)}).")
             continue
         report.exercise = sub.exercise
-        if sub.exercise not in exercise_ids():
-            _fail_all(report, f"cannot tell which exercise {path.name} is: name it NN_something.ipynb "
-                              f"(one of {', '.join(exercise_ids())}) or keep the notebook's metadata.")
+        if sub.exercise not in known:
+            _fail_all(report, f"cannot tell which exercise {path.name} is: it has no exercise metadata, no "
+                              f"check(\"NN\", ...) call, none of the exercises' function names, and no NN in its "
+                              f"name: name it NN_something.ipynb (one of {', '.join(known)}).")
             continue
+        report.notes.append(_found_note(path, sub.exercise, sub.found_by))
+        if sub.note:
+            report.notes.append(sub.note + ".")
         suite = report.suite = get_suite(sub.exercise)
         if not sub.graded_sources:
-            _fail_all(report, f"no graded code found: keep the cells tagged 'graded' that define "
-                              f"{', '.join(suite.names)}.")
+            _fail_all(report, _no_graded_code(sub.exercise, suite))
             continue
         try:
             for label, source in sub.cells:
@@ -186,6 +313,7 @@ def grade(paths: list[Path], timeout: float | None = None, memory_mb: int = 4096
     jobs: list[Job] = []
     for done in run_jobs(loads, parallel, sweep_orphans=sweep):  # phase 1: does the code load at all?
         verdict = judge(done)
+        verdict.message = tidy(verdict.message, done.job.timeout)
         if verdict.passed:
             jobs += _test_jobs(done.job, timeout)
         else:
@@ -195,7 +323,10 @@ def grade(paths: list[Path], timeout: float | None = None, memory_mb: int = 4096
                 bar.done += len(done.job.tag.suite.tests) - 1
                 bar(done)
     for done in run_jobs(jobs, parallel, on_done=bar, sweep_orphans=sweep):  # phase 2: every test
-        done.job.tag.verdicts.append(judge(done))
+        verdict = judge(done)
+        verdict.message = tidy(verdict.message, done.job.timeout)
+        done.job.tag.verdicts.append(verdict)
+        done.job.tag.statuses[done.job.test.name] = done.status
     return reports
 
 
@@ -207,20 +338,25 @@ def write_reports(reports: list[Report], out: Path) -> None:
         (folder / "results.json").write_text(json.dumps(r.results_json(), indent=2) + "\n")
     with open(out / "grades.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["submission", "path", "exercise", "score", "max_score", "failed_tests"])
+        writer.writerow(["submission", "path", "exercise", "score", "max_score", "failed_tests", "problem"])
         for r in reports:
             failed = "; ".join(v.test.name for v in r.verdicts if not v.passed)
-            writer.writerow([r.key, str(r.path), r.exercise or "", f"{r.score:g}", f"{r.max_score:g}", failed])
+            writer.writerow([r.key, str(r.path), r.exercise or "", f"{r.score:g}", f"{r.max_score:g}", failed,
+                             r.problem])
 
 
-def table(reports: list[Report]) -> str:
-    """The class at a glance."""
-    width = max([10] + [len(r.key) for r in reports])
-    lines = [f"{'submission':<{width}}  ex  score  failed"]
+def table(reports: list[Report], width: int = 110) -> str:
+    """The class at a glance: whatever is said about a submission is wrapped under it, never cut."""
+    key_width = max([10] + [len(r.key) for r in reports])
+    lead = key_width + 2 + 2 + 2 + 5 + 2
+    lines = [f"{'submission':<{key_width}}  ex  score  failed"]
     for r in reports:
         failed = [v.test.name for v in r.verdicts if not v.passed]
-        note = r.problem.splitlines()[0][:70] if r.problem else ", ".join(failed)[:70]
-        lines.append(f"{r.key:<{width}}  {r.exercise or '??':>2}  {r.score:>2g}/{r.max_score:<2g}  {note}")
+        note = " ".join(r.problem.split()) if r.problem else "; ".join(failed)
+        wrapped = textwrap.wrap(note, max(40, width - lead)) or [""]
+        score = f"{r.score:g}/{r.max_score:g}"
+        lines.append(f"{r.key:<{key_width}}  {r.exercise or '??':>2}  {score:<5}  {wrapped[0]}".rstrip())
+        lines += [" " * lead + more for more in wrapped[1:]]
     return "\n".join(lines)
 
 
