@@ -18,6 +18,9 @@
 #    (**06b**, optional: the same idea in TensorFlow, `MirroredStrategy`.)
 # 8. **07 DDP and `torchrun`** — the production path.
 # 9. **08 Scaling** — strong and weak scaling, predictions for 8 to 4096 GPUs, large batches, stragglers.
+# 12. **11 When it goes wrong** — a field guide to six families of data-parallel bugs (hangs, drifting
+#     replicas, double averaging, data order, uneven inputs, checkpoint races), each run for real with the
+#     tool that finds it; then a graded debugging lab.
 #
 # The table below is built from the notebooks present in this checkout, so it is always current.
 # Exercises are generated from the solutions by `dpcourse release`.
