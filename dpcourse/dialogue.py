@@ -96,7 +96,7 @@ def audiobook(lesson: str) -> list[Line]:
     lines = [Line("NARRATOR", f"{spoken(c.TITLE)}. The key points, each with a picture to remember it by.")]
     for i, (point, analogy) in enumerate(points, 1):
         lines.append(Line("NARRATOR", f"Point {i}. {point}"))
-        lines.append(Line("NARRATOR", f"Think of it like this. {analogy}"))
+        lines.append(Line("NARRATOR", analogy))  # analogies open with "Like ...", "Think of ...": said as written
     return lines
 
 

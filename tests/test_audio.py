@@ -22,6 +22,19 @@ def test_every_lesson_has_a_dialogue(lesson):
     assert sum(line.speaker == "STUDENT" for line in lines) >= 5, "the student should ask, not only listen"
 
 
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_every_lesson_has_an_audiobook_script(lesson):
+    from dpcourse import aids
+
+    points = aids.load(lesson).KEY_POINTS
+    assert 3 <= len(points) <= 6, "3 to 6 (point, analogy) pairs"
+    assert all(isinstance(p, str) and isinstance(a, str) and p.strip() and a.strip() for p, a in points)
+    lines = dialogue.audiobook(lesson)
+    assert len(lines) == 1 + 2 * len(points) and all(line.speaker == "NARRATOR" for line in lines)
+    spoken = " ".join(line.text for line in lines)
+    assert not any(sym in spoken for sym in ("`", "**", "$")), "write the audiobook as it is said"
+
+
 def test_malformed_dialogue_line_is_a_clear_error():
     with pytest.raises(ValueError, match="line 2: expected 'TEACHER: ...'"):
         dialogue.parse("TEACHER: hello\nPROFESSOR: hi\n", where="x.txt")
@@ -126,8 +139,8 @@ def test_built_audio_is_reused_and_rebuilt_when_the_text_changes(built_06b, monk
 @needs_flite
 def test_audiobook_reads_each_key_point_with_its_analogy(home):
     meta = audio.build("06b", "audiobook")
-    points = audio_points = dialogue.audiobook("06b")
-    assert [t["text"] for t in meta["lines"]] == [p.text for p in audio_points]
+    points = dialogue.audiobook("06b")
+    assert [t["text"] for t in meta["lines"]] == [p.text for p in points]
     from dpcourse import aids
 
     for point, analogy in aids.load("06b").KEY_POINTS:
