@@ -162,8 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also replace exercises someone has edited or run (each is copied to exercises/backups/ first)")
     p.set_defaults(func=_cmd_release)
 
-    p = sub.add_parser("grade", help="grade submitted exercise notebooks")
-    p.add_argument("submissions", nargs="+", type=Path)
+    p = sub.add_parser("grade", help="grade exercise notebooks: your own, or a class's",
+                       description="Grade exercise notebooks with every test, in sandboxed processes. Pass files "
+                                   "named anyhow (the exercise is read from the notebook) or folders (searched for "
+                                   "*.ipynb; one folder per student keeps each name in the reports).")
+    p.add_argument("submissions", nargs="+", type=Path, help="notebooks, or folders of them")
     p.add_argument("--out", type=Path, default=Path("grading-out"))
     p.add_argument("--timeout", type=float, default=20.0,
                    help="seconds per test (a test may set its own); a deadlocked submission costs this per test")
