@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 import torch.distributed as dist
 
 __all__ = ["Call", "CollectiveLog", "wire_bytes", "step_traffic", "predict_seconds"]

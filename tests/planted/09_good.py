@@ -1,6 +1,6 @@
 # exercise: 09
 # expect: full
-# The solution's graded cell (tools/nbsrc/solutions/09_zero_optimizer.py), as a learner would hand it in.
+# The solution's graded cell (tools/nbsrc/solutions/09_zero_optimizer.py) without its markers, as a learner would hand it in.
 import math
 
 
@@ -35,6 +35,7 @@ class ZeroOptimizer:
 
     @torch.no_grad()
     def step(self):
+        """Reduce-scatter the gradients, step this rank's shard, all-gather the parameters."""
         grads = [p.grad.flatten() if p.grad is not None else torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
                  for p in self.params]
         flat_grad = torch.cat(grads + [grads[0].new_zeros(self.flat.numel() - self.numel)])
@@ -46,6 +47,7 @@ class ZeroOptimizer:
         dist.all_gather_single(self.flat, self.flat[self.start:self.stop].clone())
 
     def state_dict(self):
+        """What load_state_dict needs to continue this rank's training exactly (the model saves its own)."""
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state):

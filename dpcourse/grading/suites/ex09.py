@@ -143,7 +143,9 @@ def _reference(p: dict, seed: int) -> tuple[list[np.ndarray], list[np.ndarray], 
 
 def _missing_all_gather(got: list, want: list, initial: list, rank: int, world: int) -> bool:
     """True when (nearly) every element outside this rank's shard kept its initial value though it should move."""
-    flat = lambda arrays: np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+    def flat(arrays: list) -> np.ndarray:
+        return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+
     g, w, w0 = flat(got), flat(want), flat(initial)
     size = -(-g.size // world)
     outside = np.ones(g.size, dtype=bool)

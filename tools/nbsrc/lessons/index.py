@@ -18,6 +18,10 @@
 #    (**06b**, optional: the same idea in TensorFlow, `MirroredStrategy`.)
 # 8. **07 DDP and `torchrun`** — the production path.
 # 9. **08 Scaling** — strong and weak scaling, predictions for 8 to 4096 GPUs, large batches, stragglers.
+# 10. **09 Sharded data parallelism** — where training memory goes, ZeRO-1 by hand, ZeRO-2/3 with FSDP2, their
+#     communication cost, and sharded checkpoints that resume on another number of ranks.
+# 11. **10 Fewer bytes** — gradient compression as DDP communication hooks: bf16, PowerSGD, top-k with error
+#     feedback; bytes, accuracy and step time measured on simulated cluster links, and where compression pays.
 # 12. **11 When it goes wrong** — a field guide to six families of data-parallel bugs (hangs, drifting
 #     replicas, double averaging, data order, uneven inputs, checkpoint races), each run for real with the
 #     tool that finds it; then a graded debugging lab.
@@ -75,8 +79,10 @@ for folder in (lessons, exercises, solutions):  # every link in the table points
 # **Tools that come with the course** (in a terminal):
 #
 # - `dpcourse doctor` — what this machine can run, and what to expect from it;
-# - `dpcourse lab` — start JupyterLab on the lessons;
+# - `dpcourse lab` — JupyterLab on the whole course, opened on this map; any `jupyter lab` option passes on
+#   (`dpcourse lab --no-browser --ip=0.0.0.0 --port=8888` serves a class);
 # - `dpcourse bench allreduce|ddp|launch` — benchmarks that measure side by side;
 # - `dpcourse demo --workers 1,2,4 --model small,medium` — the live scaling demo for a class
 #   (throughput, speedup and efficiency plotted as runs finish; `demo.png` and `demo.csv` saved);
-# - `dpcourse grade` — grade submitted exercises.
+# - `dpcourse grade exercises/04_ring_allreduce.ipynb` — grade your own exercise with every test, hidden
+#   ones too (an instructor passes a whole class: files or folders).
