@@ -122,6 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default="large", help="a dpcourse.models.build_model name (large: 8.9 M parameters)")
     b.add_argument("--batch-size", type=int, default=256, help="global batch size")
     b.add_argument("--json", type=Path)
+    b = bsub.add_parser("compression", help="bytes per step and step time of DDP compression hooks on one link",
+                        description="Default DDP, bf16, PowerSGD at ranks 1 and 4 and, with --hook, your own "
+                                    "communication hook, side by side in one run on a simulated link.")
+    b.add_argument("--network", default="10GbE", help="a link preset (dpcourse.links()), or 'ideal' to count bytes only")
+    b.add_argument("--gpu", default="A100", help="dilate the link for this GPU (A100, H100, T4), as lesson 10 does; "
+                                                 "'none' runs the link as it is")
+    b.add_argument("--hook", default=None, metavar="FILE:FUNCTION",
+                   help="your hook, from a .py file or the cells tagged 'graded' of a notebook")
+    b.add_argument("--hook-state", default=None, metavar="EXPR",
+                   help="the state passed to your hook, a Python expression evaluated next to it, e.g. 'TopKState(0.01)'")
+    b.add_argument("--world-size", type=int, default=2)
+    b.add_argument("--steps", type=int, default=6, help="timed steps per method (after 3 warm-up steps)")
+    b.add_argument("--model", default="lesson10", help="lesson10 (the lesson's digits MLP) or a build_model name")
+    b.add_argument("--per-rank", type=int, default=128, help="samples per rank per step")
+    b.add_argument("--json", type=Path)
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="live scaling demo: throughput, speedup and efficiency as workers are added",

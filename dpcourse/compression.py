@@ -181,8 +181,8 @@ def topk_hook(state: TopKState, bucket: dist.GradBucket) -> torch.futures.Future
 
     all_values = values.new_empty(world * k)
     all_indices = torch.empty(world * k, dtype=torch.int32, device=values.device)
-    works = [dist.all_gather_into_tensor(all_values, values, group=group, async_op=True),
-             dist.all_gather_into_tensor(all_indices, indices.to(torch.int32), group=group, async_op=True)]
+    works = [dist.all_gather_single(all_values, values, group=group, async_op=True),
+             dist.all_gather_single(all_indices, indices.to(torch.int32), group=group, async_op=True)]
 
     def decompress(_: torch.futures.Future) -> torch.Tensor:
         grad.zero_()
@@ -247,6 +247,7 @@ class sent_bytes:  # noqa: N801 (used like a function: ``with sent_bytes() as se
         with sent_bytes() as sent:
             train_one_step()
         sent.total, sent.by_op   # e.g. 96100, {"allreduce": 96100}
+        sent.calls               # operations started, e.g. {"allreduce": 2}
 
     Counted by ``dpcourse.network`` at the process-group level, so it sees whatever a hook sends,
     however it sends it. Needs a launch with ``network=`` (``"ideal"`` counts without delay).
@@ -255,15 +256,18 @@ class sent_bytes:  # noqa: N801 (used like a function: ``with sent_bytes() as se
     def __enter__(self) -> "sent_bytes":
         from dpcourse import network
 
-        self._start = network.stats()["bytes"]
-        self.total, self.by_op = 0, {}
+        start = network.stats()
+        self._start, self._ops = start["bytes"], start["ops"]
+        self.total, self.by_op, self.calls = 0, {}, {}
         return self
 
     def __exit__(self, *exc: Any) -> None:
         from dpcourse import network
 
-        end = network.stats()["bytes"]
+        stats = network.stats()
+        end, ops = stats["bytes"], stats["ops"]
         self.by_op = {op: end[op] - self._start.get(op, 0) for op in end if end[op] != self._start.get(op, 0)}
+        self.calls = {op: ops[op] - self._ops.get(op, 0) for op in ops if ops[op] != self._ops.get(op, 0)}
         self.total = sum(self.by_op.values())
 
 

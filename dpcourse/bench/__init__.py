@@ -1,6 +1,6 @@
 """Benchmarks: each prints numbers and ratios measured side by side in one run.
 
-``dpcourse bench launch|allreduce|ddp`` dispatches here; each kind lives in its own module.
+``dpcourse bench launch|allreduce|ddp|compression`` dispatches here; each kind lives in its own module.
 """
 
 from __future__ import annotations
