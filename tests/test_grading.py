@@ -325,3 +325,18 @@ def test_only_code_counts_as_using_a_reference_not_comments_or_docstrings():
     assert references_used("from torch.nn.parallel import DistributedDataParallel as D\n", refs) == ["torch.nn.parallel"]
     assert references_used("import torch\nD = torch . nn . parallel . DistributedDataParallel\n", refs) == ["torch.nn.parallel"]
     assert references_used("from dpcourse import collectives\n", refs) == ["dpcourse.collectives"]
+
+
+def test_debugging_lab_grades_diagnosis_and_fix_apart(graded):
+    """Exercise 11: a wrong diagnosis costs only diagnosis points, a wrong fix only fix points; each says why."""
+    tests = {k: {t["name"]: t for t in graded["reports"][k]["tests"]}
+             for k in ("11_right_fix_wrong_diagnosis", "11_wrong_fix_right_diagnosis")}
+    diagnosis, fix = tests["11_right_fix_wrong_diagnosis"], tests["11_wrong_fix_right_diagnosis"]
+    assert all(t["score"] == t["max_score"] for name, t in diagnosis.items() if ": the fix " in name)
+    assert all(t["score"] == t["max_score"] for name, t in fix.items() if "diagnosis" in name)
+    hang = diagnosis["hang: the diagnosis names the rank(s) and the operation and its sequence number"]["output"]
+    assert "the flight recorder counts from 1" in hang
+    assert "averaging bug" in diagnosis["averaging: the diagnosis names the family"]["output"]
+    fixes = {name.split(":")[0]: t["output"] for name, t in fix.items() if ": the fix " in name and t["score"] == 0}
+    assert set(fixes) == {"hang", "averaging", "data order"}
+    assert "SIGABRT" in fixes["hang"] and "vs one process on the global batch" in fixes["averaging"]

@@ -190,7 +190,7 @@ def _judge_fix(raw: Any, p: dict, seed: int) -> None:
     case = lab.cases[number]
     if "hung" in raw:
         raise Fail(f"fixed_{number} did not finish: rank(s) {raw['hung']} were still running after {raw['seconds']:g} s "
-                   "(a hang, if the stacks show them waiting in a collective). A longer timeout or a try/except only "
+                   "(a hang, a deadlock if the stacks show them waiting in collectives). A longer timeout or a try/except only "
                    "hides a hang; make every rank call the same collectives in the same order." + (" (Join lets a rank that ran out of data shadow the others.)"
                                            if family == "uneven inputs" else ""))
     if "failed" in raw:
