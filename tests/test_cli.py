@@ -120,7 +120,8 @@ def served(tmp_path):
         yield base, token, tmp_path / "lab.log"
     finally:
         try:
-            urllib.request.urlopen(urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST"), timeout=10)
+            stop = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
+            urllib.request.urlopen(stop, timeout=10)
             server.wait(20)
         except (OSError, subprocess.TimeoutExpired):
             pass

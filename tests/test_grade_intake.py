@@ -16,7 +16,7 @@ import pytest
 
 from dpcourse.grading.extract import exercise_from_name, exercise_from_text, read_submission
 from dpcourse.grading.framework import exercise_ids, get_suite
-from dpcourse.grading.grade import collect, own_frames, report_keys, stated_limit, table, Report
+from dpcourse.grading.grade import Report, collect, own_frames, report_keys, stated_limit, table
 
 ROOT = Path(__file__).resolve().parent.parent
 PLANTED = ROOT / "tests" / "planted"
@@ -178,7 +178,9 @@ def graded_class(tmp_path_factory):
     cmd = [sys.executable, "-m", "dpcourse.cli", "grade", str(cls), "--out", str(out), "--timeout", "8", "--jobs", "3"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=base)
     reports = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/results.json")}
-    rows = {r["submission"]: r for r in csv.DictReader(open(out / "grades.csv"))} if (out / "grades.csv").exists() else {}
+    rows = {}
+    if (out / "grades.csv").exists():
+        rows = {r["submission"]: r for r in csv.DictReader(open(out / "grades.csv"))}
     return {"done": done, "reports": reports, "rows": rows}
 
 

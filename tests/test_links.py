@@ -49,14 +49,16 @@ def notebook_links(path: Path) -> list[str]:
 def test_the_link_finder_finds_what_a_renderer_would_follow():
     text = ('[a](../exercises/04_x.ipynb) ![plot](img/p.png "title") [web](https://pytorch.org) [top](#top)\n'
             '<a href="../solutions/04_x.ipynb">s</a> [spaced](my%20notes.ipynb) [mail](mailto:a@b.c)')
-    assert sorted(links_in(text)) == ["../exercises/04_x.ipynb", "../solutions/04_x.ipynb", "img/p.png", "my notes.ipynb"]
+    want = ["../exercises/04_x.ipynb", "../solutions/04_x.ipynb", "img/p.png", "my notes.ipynb"]
+    assert sorted(links_in(text)) == want
 
 
 def test_the_course_map_links_every_exercise_and_solution():
     links = {(ROOT / "lessons" / link).resolve() for link in notebook_links(ROOT / "lessons" / "index.ipynb")}
     for folder in ("lessons", "exercises", "solutions"):
         for nb in ROOT.glob(f"{folder}/[0-9][0-9]*_*.ipynb"):
-            assert nb.resolve() in links, f"the course map has no link to {nb.relative_to(ROOT)}: rebuild lessons/index.ipynb"
+            assert nb.resolve() in links, \
+                f"the course map has no link to {nb.relative_to(ROOT)}: rebuild lessons/index.ipynb"
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -64,7 +66,8 @@ def test_every_link_in_a_notebook_opens_a_file_of_the_course(notebook):
     for link in notebook_links(notebook):
         target = (notebook.parent / link).resolve()
         assert target.is_relative_to(ROOT), f"{notebook.name}: {link} points outside the course folder"
-        assert target.exists(), f"{notebook.relative_to(ROOT)}: link {link} -> {target.relative_to(ROOT)} does not exist"
+        where = notebook.relative_to(ROOT)
+        assert target.exists(), f"{where}: link {link} -> {target.relative_to(ROOT)} does not exist"
 
 
 def test_every_link_in_the_readme_opens_a_file():

@@ -237,7 +237,8 @@ def _plan(paths: list[Path], timeout: float | None, memory_mb: int, seed: int) -
             if exc.exercise:
                 report.notes.append(_found_note(path, exc.exercise, exc.found_by))
             _fail_all(report, str(exc) if report.suite else
-                      f"{exc} Its exercise cannot be told either: name it NN_something.ipynb (one of {', '.join(known)}).")
+                      f"{exc} Its exercise cannot be told either: name it NN_something.ipynb "
+                      f"(one of {', '.join(known)}).")
             continue
         report.exercise = sub.exercise
         if sub.exercise not in known:
