@@ -141,8 +141,8 @@ assert isinstance(hang, dpcourse.LaunchTimeout) and "barrier" in stuck_in[0][0] 
 #
 # With `TORCH_DISTRIBUTED_DEBUG=DETAIL` torch wraps the process group: before every collective the
 # ranks first compare *fingerprints* — a sequence number, the operation, the tensor shapes — over a
-# side channel, and raise at the first one that differs. It costs one extra exchange per collective
-# (use it to debug, not to train), and it needs nothing but the environment variable.
+# side channel, and raise at the first one that differs. That adds communication before every
+# collective (use it to debug, not to train), and it needs nothing but the environment variable.
 
 # %%
 detail, _ = symptom(train_log_barrier, CONFIG, timeout=20, env={"TORCH_DISTRIBUTED_DEBUG": "DETAIL"})
