@@ -84,6 +84,8 @@ def test_keys_keep_each_students_folder(tmp_path):
     # a folder argument: the student's folder stays even when no names clash
     mixed = [tmp_path / "class" / "alice" / "04_ring.ipynb", tmp_path / "class" / "bob" / "05_ddp.ipynb"]
     assert report_keys([(p, tmp_path / "class") for p in mixed]) == ["alice_04_ring", "bob_05_ddp"]
+    moodle = tmp_path / "class" / "Grace Hopper_123456_assignsubmission_file_" / "ring.ipynb"
+    assert report_keys([(moodle, tmp_path / "class")]) == ["Grace Hopper_123456_ring"]
     # files given one by one from one folder: their names are enough
     flat = [tmp_path / "s" / "a.ipynb", tmp_path / "s" / "b.ipynb"]
     assert report_keys([(p, None) for p in flat]) == ["a", "b"]

@@ -126,6 +126,9 @@ def collect(paths: list[Path]) -> list[tuple[Path, Path | None]]:
     return unique
 
 
+_MOODLE = re.compile(r"_assignsubmission_[a-z]+_?$")
+
+
 def report_keys(items: list[tuple[Path, Path | None]]) -> list[str]:
     """A distinct name per submission that keeps who it is from: the file's stem, after the folders it
     sits in below a folder argument (``alice_04_ring``); for files given one by one, after its folder's
@@ -133,8 +136,8 @@ def report_keys(items: list[tuple[Path, Path | None]]) -> list[str]:
     direct_parents = {p.parent.resolve() for p, base in items if base is None}
     parts: list[list[str]] = []
     for path, base in items:
-        if base is not None:
-            names = [*path.relative_to(base).parent.parts, path.stem]
+        if base is not None:  # Moodle names each student's folder "Full Name_123456_assignsubmission_file_"
+            names = [*(_MOODLE.sub("", part) for part in path.relative_to(base).parent.parts), path.stem]
         else:
             names = [path.parent.name, path.stem] if len(direct_parents) > 1 and path.parent.name else [path.stem]
         parts.append(names)
