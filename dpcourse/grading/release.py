@@ -131,7 +131,8 @@ def _text(nb: nbformat.NotebookNode) -> str:
 class State:
     """How an exercise on disk stands against what release would write now.
 
-    ``kind``: ``missing``, ``current`` (byte for byte), ``solution-changed`` (nobody touched it since
+    ``kind``: ``missing``, ``current`` (what release writes now: the same bytes, or the cells it wrote
+    with nothing added, in a file Jupyter has saved again), ``solution-changed`` (nobody touched it since
     the last release; the solution has changed), ``edited`` (its cells differ from what the last
     release wrote), ``ran`` (same cells as released, with outputs from a run), ``unrecorded`` (written
     by an older release, before releases were recorded: same cells as now, no outputs), ``unknown``
@@ -155,8 +156,9 @@ def compare(current: str | None, new: nbformat.NotebookNode) -> State:
         return State("current")
     try:
         nb = json.loads(current)
-        assert isinstance(nb, dict) and isinstance(nb.get("cells"), list)
-    except (ValueError, AssertionError):
+    except ValueError:
+        return State("unreadable", True)
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         return State("unreadable", True)
     record = (nb.get("metadata") or {}).get("dpcourse") or {}
     released = record.get("released") if isinstance(record, dict) else None
