@@ -76,14 +76,18 @@ def markdown(lesson: str) -> str:
                      "Open this notebook in JupyterLab for the player, or play the file in any audio player.")
     else:
         parts.append(audio.how_to_get_audio(name))
-    for kind in dialogue.TRACKS:
-        try:
-            lines = dialogue.track(name, kind)
-        except ValueError as e:
-            parts.append(f"({kind}: {e})")
-            continue
-        body = "\n\n".join(f"{'' if ln.speaker == 'NARRATOR' else f'**{_speaker(ln.speaker)}:** '}{ln.text}" for ln in lines)
-        parts.append(f"<details><summary>{LABELS[kind]} (transcript)</summary>\n\n{body}\n\n</details>")
+    try:
+        lines = dialogue.dialogue(name)
+        body = "\n\n".join(f"**{_speaker(ln.speaker)}:** {ln.text}" for ln in lines)
+        parts.append(f"<details><summary>{LABELS['dialogue']} (transcript)</summary>\n\n{body}\n\n</details>")
+    except ValueError as e:
+        parts.append(f"(dialogue: {e})")
+    from dpcourse import aids
+
+    points = getattr(aids.load(name), "KEY_POINTS", [])
+    if points:
+        body = "\n".join(f"{i}. {point}  \n   *{analogy}*" for i, (point, analogy) in enumerate(points, 1))
+        parts.append(f"<details><summary>{LABELS['audiobook']} (transcript)</summary>\n\n{body}\n\n</details>")
     return "\n\n".join(parts)
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,8 +51,19 @@ def execute(path: Path, timeout: int = 300) -> float:
     """Execute ``path`` in place in a fresh kernel; return the wall time in seconds."""
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    # An empty course home for the kernel: the aids' "Review due" line is a new learner's, and the
+    # builder's own review history (~/.dpcourse) is neither read nor written.
+    with tempfile.TemporaryDirectory(prefix="dpcourse-home-build-") as home:
+        saved = os.environ.get("DPCOURSE_HOME")
+        os.environ["DPCOURSE_HOME"] = home
+        try:
+            NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                           resources={"metadata": {"path": str(path.parent)}}).execute()
+        finally:
+            if saved is None:
+                os.environ.pop("DPCOURSE_HOME", None)
+            else:
+                os.environ["DPCOURSE_HOME"] = saved
     seconds = time.perf_counter() - start
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
