@@ -315,3 +315,14 @@ def test_a_learners_edit_survives_every_command(tmp_path):
     assert done.returncode == 0
     copies = list((course / "exercises" / BACKUPS).iterdir())
     assert [c.read_bytes() for c in copies] == [mine] and "One more sentence." in exercise.read_text()
+
+
+def test_an_exercise_opened_and_saved_without_edits_is_still_current(tmp_path, capsys):
+    sol, ex, target = _released(tmp_path)
+    nb = nbformat.read(target, as_version=4)
+    nb.metadata["language_info"] = {"name": "python", "version": "3.12.1"}  # what Jupyter adds on save
+    nbformat.write(nb, target, version=4)
+    target.write_text(json.dumps(json.loads(target.read_text()), indent=2))  # and another layout
+    saved = target.read_bytes()
+    assert main(_args(sol, ex, check=True)) == 0
+    assert main(_args(sol, ex)) == 0 and "unchanged" in capsys.readouterr().out and target.read_bytes() == saved
