@@ -380,7 +380,7 @@ def ideal_limit(results: list[Result], cores: int | None = None) -> tuple[int, s
         return cores, f"{cores} cores", (f"on the simulated cluster each rank stands for a GPU, but computes on one of "
                                          f"{cores} CPU cores: past {cores} ranks they share cores and the points "
                                          "understate the cluster")
-    return cores, f"{cores} cores", f"{cores} CPU cores; more ranks than cores share them, no speedup past {cores}"
+    return cores, f"{cores} cores", f"this machine has {cores} CPU cores, and ranks beyond {cores} share them"
 
 
 def plot_results(results: list[Result], fig: "matplotlib.figure.Figure | None" = None,  # noqa: F821
