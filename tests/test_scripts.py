@@ -228,7 +228,7 @@ def test_fixed_size_job_that_loses_a_node_gives_up_after_join_timeout(no_leftove
     assert outcome["returncode"] not in (None, 0), "the survivor should give up, not wait or succeed"
     assert "RendezvousTimeoutError" in outcome["log"], outcome["log"][-3000:]
     assert outcome["resumed_ranks"] is None  # it never trained again
-    assert outcome["seconds_after_loss"] is not None
+    assert lose_a_node.describe(outcome).startswith("the survivor gave up (exit status")
 
 
 @pytest.mark.slow
@@ -240,3 +240,5 @@ def test_elastic_job_that_loses_a_node_resumes_alone_and_finishes(no_leftover_pr
     assert outcome["returncode"] == 0, outcome["log"][-3000:]
     assert outcome["resumed_ranks"] == 1, outcome["log"][-3000:]
     assert "resumed from checkpoint at epoch 1" in outcome["log"] and "done:" in outcome["log"]
+    summary = lose_a_node.describe(outcome)  # the line lesson 07 prints
+    assert summary.startswith("the survivor finished") and summary.endswith("having resumed with 1 rank(s)"), summary

@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TRAIN = HERE / "train_ddp.py"
 
-__all__ = ["torchrun_command", "lose_a_node", "main"]
+__all__ = ["torchrun_command", "lose_a_node", "describe", "main"]
 
 
 def torchrun_command(endpoint: str, run_id: str, nnodes: str = "2", nproc_per_node: int | str = 4,
@@ -151,6 +151,17 @@ def lose_a_node(nnodes: str = "2", join_timeout: int = 10, last_call_timeout: in
             "commands": commands}
 
 
+def describe(outcome: dict) -> str:
+    """One line: what the survivor did after the loss (from :func:`lose_a_node`'s result)."""
+    if outcome["returncode"] is None:
+        return "the survivor was still waiting when it was stopped"
+    how = "finished" if outcome["returncode"] == 0 else f"gave up (exit status {outcome['returncode']})"
+    when = ("" if outcome["seconds_after_loss"] is None
+            else f" {outcome['seconds_after_loss']:.0f} s after the loss")
+    resumed = outcome["resumed_ranks"]
+    return f"the survivor {how}{when}, " + (f"having resumed with {resumed} rank(s)" if resumed else "without resuming")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nnodes", default="2", help="2 (fixed) or 1:2 (elastic)")
@@ -165,12 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in r["log"].splitlines():
         if any(w in line for w in ("epoch", "resumed", "done", "Error", "failed")):
             print("survivor |", line[:160])
-    if r["returncode"] is None:
-        print("the survivor was still waiting when we stopped it")
-    elif r["seconds_after_loss"] is None:
-        print(f"the survivor exited with status {r['returncode']}; the other node was never lost")
-    else:
-        print(f"the survivor exited with status {r['returncode']}, {r['seconds_after_loss']:.0f} s after the loss")
+    print(f"--nnodes={args.nnodes}: {describe(r)}")
     return 0
 
 

@@ -381,13 +381,10 @@ print(f"rendezvous last_call_timeout: {defaults.last_call}  (elastic jobs only)"
 # %%
 LOSE_A_NODE = False   # True: run both cases here
 if LOSE_A_NODE:
-    from lose_a_node import lose_a_node
+    from lose_a_node import describe, lose_a_node
     for nnodes in ("2", "1:2"):
         outcome = lose_a_node(nnodes=nnodes, join_timeout=15, last_call_timeout=3, keep_alive=(1, 2))
-        how = ("finished" if outcome["returncode"] == 0 else f"exited with status {outcome['returncode']}")
-        resumed = outcome["resumed_ranks"]
-        print(f"--nnodes={nnodes}: the survivor {how} {outcome['seconds_after_loss']:.0f} s after the loss"
-              + (f", having resumed with {resumed} rank(s)" if resumed else ", without resuming"))
+        print(f"--nnodes={nnodes}: {describe(outcome)}")
 else:
     print("skipped: set LOSE_A_NODE = True, or run  python scripts/lose_a_node.py --nnodes 1:2")
 
