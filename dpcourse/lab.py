@@ -13,6 +13,7 @@ to ``JUPYTER_CONFIG_PATH`` for this server only; the user's Jupyter settings are
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def main(jupyter_args: list[str]) -> int:
               "folder to get the course map).", file=sys.stderr)
     as_root = hasattr(os, "geteuid") and os.geteuid() == 0
     cmd = lab_command(root, jupyter_args, as_root)
-    print("starting:", " ".join(cmd), flush=True)
+    shown = [re.sub(r"(?i)(token=).+", r"\1...", arg) for arg in cmd]  # as Jupyter's own log hides it
+    print("starting:", " ".join(shown), flush=True)
     os.execve(sys.executable, cmd, lab_env())
     return 0  # not reached

@@ -43,7 +43,8 @@ def test_lab_passes_any_jupyter_option_on_after_the_course_defaults(monkeypatch,
     assert cmd[-len(SERVE_A_CLASS):] == SERVE_A_CLASS  # last: an option given here wins over the defaults
     assert f"--ServerApp.root_dir={lab.course_root()}" in cmd
     assert "--LabApp.default_url=/lab/tree/lessons/index.ipynb" in cmd
-    assert "starting:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "starting:" in out and "--IdentityProvider.token=..." in out and "s3cret" not in out
     assert str(lab.CONFIG_DIR) in env["JUPYTER_CONFIG_PATH"].split(os.pathsep)
 
 
