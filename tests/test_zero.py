@@ -179,3 +179,86 @@ def test_shard_bounds_cover_the_buffer_in_equal_shards():
         assert bounds[0][0] == 0 and bounds[-1][1] >= numel
         assert len({b - a for a, b in bounds}) == 1
         assert all(bounds[i][1] == bounds[i + 1][0] for i in range(world - 1))
+
+
+# --------------------------------------------------------------------------- the lesson's helpers
+
+def test_saved_activations_count_what_autograd_keeps_for_backward():
+    from dpcourse.memory import SavedActivations
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    with SavedActivations(model) as saved:
+        model(torch.randn(5, 4)).sum()
+    # Linear keeps its input (5 x 4 floats), ReLU its output (5 x 3); the weight is a parameter, not counted
+    assert saved.bytes == (5 * 4 + 5 * 3) * 4
+    with SavedActivations(model) as saved:
+        with torch.no_grad():
+            model(torch.randn(5, 4))
+    assert saved.bytes == 0  # nothing is saved without autograd
+
+
+def test_zero_accounting_follows_the_stages():
+    from dpcourse.memory import zero_bytes_per_rank
+
+    per_parameter = {stage: sum(zero_bytes_per_rank(1000, 4, stage).values()) / 1000
+                     for stage in ("DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3")}
+    assert per_parameter == {"DDP": 16, "ZeRO-1": 2 + 2 + 12 / 4, "ZeRO-2": 2 + 14 / 4, "ZeRO-3": 16 / 4}
+    with pytest.raises(ValueError, match="unknown stage"):
+        zero_bytes_per_rank(10, 2, "ZeRO-4")
+
+
+def _logged_steps() -> dict:
+    from torch.distributed.fsdp import fully_shard
+
+    from dpcourse.commlog import CollectiveLog
+    from dpcourse.memory import parameter_bytes
+
+    model = _model()
+    opt = ZeroOptimizer(model.parameters(), torch.optim.SGD, lr=0.1)
+    model(torch.randn(4, 7, dtype=torch.float64)).sum().backward()
+    with CollectiveLog() as zero:
+        opt.step()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 6), nn.Tanh(), nn.Linear(6, 2))
+    for layer in (net[0], net[2]):
+        fully_shard(layer)
+    fully_shard(net)
+    with CollectiveLog() as fsdp:
+        net(torch.randn(4, 8)).sum().backward()
+    return {"zero": (zero.counts(), zero.bytes_sent()), "fsdp": (fsdp.counts(), fsdp.bytes_sent()),
+            "fsdp_param_bytes": parameter_bytes(net), "flat": opt.flat.numel() * 8}
+
+
+def test_collective_log_counts_zero1_and_fsdp_steps():
+    from dpcourse.commlog import step_traffic, wire_bytes
+
+    out = dpcourse.launch(_logged_steps, 2, timeout=120)[0]
+    counts, sent = out["zero"]
+    assert counts == {"reduce-scatter": 1, "all-gather": 1}
+    assert sent == sum(wire_bytes(op, b, 2) for op, b in step_traffic("ZeRO-1", out["flat"], 2))
+    counts, sent = out["fsdp"]
+    assert counts == {"all-gather": 4, "reduce-scatter": 2}  # ZeRO-3: gathered in forward and again in backward
+    full = (8 * 6 + 6 + 6 * 2 + 2) * 4
+    assert out["fsdp_param_bytes"] == full // 2  # each rank holds half of every parameter
+    assert sent == 3 * (2 - 1) / 2 * full  # three collectives of (N-1)/N of the parameters each, N = 2
+
+
+def _on_a_link() -> float:
+    import dpcourse.network
+
+    model = _model()
+    opt = ZeroOptimizer(model.parameters(), torch.optim.SGD, lr=0.1)
+    model(torch.randn(4, 7, dtype=torch.float64)).sum().backward()
+    dpcourse.network.reset_stats()
+    opt.step()
+    return dpcourse.network.stats()["wire_s"], opt.flat.numel() * 8
+
+
+def test_alpha_beta_prediction_equals_what_the_simulated_link_charges():
+    pytest.importorskip("dpcourse.network")
+    from dpcourse.commlog import predict_seconds, step_traffic
+
+    link = dpcourse.Link(latency=2e-3, bandwidth=1e6)
+    wire_s, flat = dpcourse.launch(_on_a_link, 2, network=link, timeout=120)[0]
+    predicted = predict_seconds(step_traffic("ZeRO-1", flat, 2), 2, link.latency, 1 / link.bandwidth)
+    assert wire_s == pytest.approx(predicted, rel=0.02)

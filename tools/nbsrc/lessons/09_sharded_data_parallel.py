@@ -340,9 +340,9 @@ print(f"same parameters after 2 steps: max difference {both[0]['gap']:.1e}; Zero
 # their peak — the moment that decides whether a step fits in memory.
 
 # %%
-def fsdp_model(reshard_after_forward):
+def fsdp_model(reshard_after_forward, width=WIDTH, depth=DEPTH):
     torch.manual_seed(0)
-    model = WideMLP(FEATURES, WIDTH, DEPTH)
+    model = WideMLP(FEATURES, width, depth)
     for layer in model.net:
         if isinstance(layer, nn.Linear):
             fully_shard(layer, reshard_after_forward=reshard_after_forward)
@@ -505,9 +505,9 @@ def step_times(rounds=2, steps=STEPS):
     built = {name: strategy(name) for name in STAGES}
     times = {name: [] for name in STAGES}
     wire = {}
-    for _ in range(rounds):
+    for round_ in range(rounds):
         for name, (net, opt, sync) in built.items():
-            for step in range(steps + 1):           # step 0 of each round is a warm-up
+            for step in range(0 if round_ == 0 else 1, steps + 1):   # step 0 of the first round is a warm-up
                 dist.barrier()
                 dpcourse.network.reset_stats()
                 start = time.perf_counter()
@@ -617,9 +617,13 @@ for preset in ("NVLink", "InfiniBand NDR", "25GbE"):
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+CKPT_WIDTH, CKPT_DEPTH = 256, 3   # a smaller model, so that four ranks on two cores stay quick
+print(f"checkpointed model: WideMLP({FEATURES}, {CKPT_WIDTH}, {CKPT_DEPTH}), "
+      f"{count_parameters(WideMLP(FEATURES, CKPT_WIDTH, CKPT_DEPTH)):,} parameters")
+
 def fsdp_train(path, phase, steps=range(0), compare_with=None):
     r, w = dpcourse.rank(), dpcourse.world_size()
-    model = fsdp_model(reshard_after_forward=True)
+    model = fsdp_model(reshard_after_forward=True, width=CKPT_WIDTH, depth=CKPT_DEPTH)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     if phase == "resume":
         model_state, optim_state = get_state_dict(model, opt)
@@ -638,7 +642,7 @@ def fsdp_train(path, phase, steps=range(0), compare_with=None):
 
 def uninterrupted(steps):
     torch.manual_seed(0)
-    model = WideMLP(FEATURES, WIDTH, DEPTH)
+    model = WideMLP(FEATURES, CKPT_WIDTH, CKPT_DEPTH)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     for step in steps:
         x, y = synthetic_classification(GLOBAL_BATCH, features=FEATURES, seed=10 + step).tensors
