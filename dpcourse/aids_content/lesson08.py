@@ -44,6 +44,7 @@ TERMS = {
     "strong scaling": "fixed global batch (fixed total work) split over more workers; ideal step time falls as 1/p",
     "weak scaling": "fixed work per worker, so the global batch grows with the number of workers; ideal step time stays flat",
     "scaling efficiency": "speedup divided by the number of workers (1.0 = perfect)",
+    "speedup baseline": "what a speedup is measured against; on a CPU, one process with 1 thread and one with all cores' threads are different rivals",
     "compute-to-communication ratio": "time a step spends computing divided by the time its gradient exchange takes",
     "alpha-beta model": "message time = alpha (fixed latency) + bytes x beta (inverse bandwidth)",
     "ring vs tree all-reduce": "ring: latency grows with p, bandwidth-optimal; tree: latency grows with log p",
@@ -69,16 +70,17 @@ QUIZ = [
         "why": "The latency term grows linearly with p while the bandwidth term stays near 2 n beta; that is why trees take over for small messages at scale.",
     },
     {
-        "q": "Speedup with 8 workers is 6. What is the scaling efficiency?",
-        "choices": ["75 %", "133 %", "48 %", "6 %"],
-        "answer": 0,
-        "why": "Efficiency = speedup / workers = 6 / 8.",
-    },
-    {
         "q": "One of 8 ranks computes 50 % slower than the others. Roughly how long do the other seven ranks' steps take?",
         "choices": ["as before", "1/8 longer", "as long as the slow rank's step", "twice as long"],
         "answer": 2,
         "why": "The gradient all-reduce cannot finish until every rank contributes, so every rank waits for the slowest.",
+    },
+    {
+        "q": "On an idle 2-core CPU, why can 2 ranks x 1 thread at best come close to 1 process x 2 threads?",
+        "choices": ["gloo is slower than NCCL", "the process's intra-op threads already use both cores, and it pays no all-reduce",
+                    "two processes cannot run at the same time", "DDP computes the gradients twice"],
+        "answer": 1,
+        "why": "Both use the same two cores; adding ranks moves the compute around instead of adding any. On a cluster each rank brings its own GPU.",
     },
     {
         "q": "Weak scaling from 1 to 16 workers with batch 64 each: what should you do to the learning rate?",
