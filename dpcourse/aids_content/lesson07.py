@@ -21,13 +21,17 @@ SUMMARY = {
     "Detailed": (
         "Every claim was checked against the math: 2 ranks x 32 equals 1 process x 64 to rounding "
         "(float64, below 1e-10); 2 micro-batches of 16 under `no_sync` equal one of 32; tiny buckets and "
-        "`gradient_as_bucket_view` change speed and memory, never values; resume after 1 epoch equals 3 "
-        "epochs straight. `SyncBatchNorm` all-reduces each BatchNorm layer's sums so that the statistics "
+        "`gradient_as_bucket_view` change speed and memory, never values; resuming after 1 epoch equals 2 "
+        "epochs straight, and so does a run whose rank 1 was killed and restarted by torchrun. "
+        "`SyncBatchNorm` all-reduces each BatchNorm layer's sums so that the statistics "
         "are the global batch's (GPU only). bf16 autocast speeds up GPU math while DDP still all-reduces "
-        "float32 gradients. Multi-node runs start one `torchrun` per node with a shared c10d rendezvous "
-        "endpoint and run id (`srun` does that on Slurm). The ladder trained one CNN four ways - one "
-        "process, hand-written DDP, DataParallel, DDP - to the same parameters, and on 2 CPU cores showed "
-        "that communication can eat the gain of the second core for a small model."
+        "float32 gradients. Multi-node runs start the same `torchrun` on every node with a shared c10d "
+        "rendezvous endpoint and run id (`srun` does that on Slurm), `--max-restarts` with checkpoints, and a "
+        "`join_timeout`: a fixed `--nnodes` job survives a killed worker but not a lost node (the survivor "
+        "gives up after `join_timeout`), an elastic `--nnodes=MIN:MAX` job carries on with fewer ranks, and "
+        "nothing survives losing the node that hosts the rendezvous. The ladder trained one CNN four ways - "
+        "one process, hand-written DDP, DataParallel, DDP - to the same parameters, and printed each rung's "
+        "speed against one process with one thread."
     ),
 }
 
@@ -42,6 +46,10 @@ TERMS = {
     "bucket_cap_mb": "size of DDP's gradient buckets; each bucket is one all-reduce, started during backward",
     "gradient_as_bucket_view": "make .grad a view into DDP's bucket: one less copy of the gradients",
     "max-restarts": "how many times torchrun restarts the whole worker group after a failure",
+    "join_timeout": "how long one rendezvous round waits for every node (torchrun's default: 600 s); "
+                    "set it with --rdzv-conf",
+    "elastic job": "torchrun --nnodes=MIN:MAX: a rendezvous round may start with as few as MIN nodes, so the job "
+                   "survives losing a node, with fewer ranks",
 }
 
 QUIZ = [
@@ -64,11 +72,13 @@ QUIZ = [
                  "Rank 1 restarts alone and catches up"],
      "answer": 2,
      "why": "torchrun restarts the whole group; the script resumes from the last complete checkpoint."},
-    {"q": "On 2 CPU cores, DDP with 2 ranks trains a small CNN no faster than one process. Why?",
-     "choices": ["DDP is broken on CPU", "The all-reduce each step costs about what the second core saves",
-                 "DDP runs the ranks one after another", "The sampler is slow"],
+    {"q": "A job started with `torchrun --nnodes=2 --max-restarts=3` loses one whole node for good. "
+          "What does the other node do?",
+     "choices": ["It trains on alone", "It restarts, waits join_timeout for a second node, then exits with an error",
+                 "It restarts three times and finishes", "Nothing changes: the lost node's work is redistributed"],
      "answer": 1,
-     "why": "Compute per step is small, so communication takes a large share; big models and fast links change that."},
+     "why": "A round of a fixed-size job needs 2 nodes. The checkpoint survives: resubmit, or start elastic "
+            "(--nnodes=1:2)."},
 ]
 
 MNEMONIC = "**S**ampler, **E**poch, **J**oin, **N**o_sync, **C**heckpoint on zero: *Seven Jolly Nodes Checkpoint* - and torchrun picks them up when they fall."
