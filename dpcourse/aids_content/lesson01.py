@@ -67,7 +67,8 @@ QUIZ = [
         "q": "Which phase usually takes longest for a model with real arithmetic?",
         "choices": ["data", "forward", "backward", "optimizer"],
         "answer": 2,
-        "why": "Backward computes gradients for both weights and activations: roughly twice the forward work.",
+        "why": "Backward computes gradients for both weights and activations: more arithmetic than the forward "
+               "pass (the lesson prints the ratio it measured).",
     },
     {
         "q": "You raise the batch from 16 to 256 at the same learning rate and train for the same number of epochs. What do you expect?",
@@ -76,7 +77,8 @@ QUIZ = [
                     "lower throughput and higher accuracy",
                     "no change at all"],
         "answer": 1,
-        "why": "16x fewer steps per epoch; raising the learning rate with the batch recovers part of the gap.",
+        "why": "256 / 16 = 16 times fewer samples per step (15x fewer steps on 1,438 digits, since the last batch "
+               "is partial); raising the learning rate with the batch is the usual way to win some of it back.",
     },
 ]
 
@@ -104,5 +106,6 @@ CARDS = [
     ("Which baseline must a two-worker data-parallel run on a two-core machine be compared with?",
      "One process using both cores (two threads), measured in the same run, not one thread."),
     ("For a larger model, which phase of a step is usually biggest: forward or backward?",
-     "Backward, often about twice the forward: it computes gradients for both weights and activations."),
+     "Backward: it computes gradients for both weights and activations, so it has more arithmetic than the "
+     "forward pass (lesson 01 prints the ratio it measured)."),
 ]
