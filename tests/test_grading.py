@@ -340,3 +340,14 @@ def test_debugging_lab_grades_diagnosis_and_fix_apart(graded):
     fixes = {name.split(":")[0]: t["output"] for name, t in fix.items() if ": the fix " in name and t["score"] == 0}
     assert set(fixes) == {"hang", "averaging", "data order"}
     assert "SIGABRT" in fixes["hang"] and "vs one process on the global batch" in fixes["averaging"]
+
+
+def test_exercise_10_wrong_submissions_are_named(graded):
+    """Each planted bug of the compression hook gets a message that says what it is."""
+    reports = graded["reports"]
+    said = {key: " ".join(t["output"] for t in reports[key]["tests"]) for key in reports if key.startswith("10_")}
+    assert "no error feedback" in said["10_no_error_feedback"]
+    assert "residual is applied twice" in said["10_residual_twice"]
+    assert "ITS OWN top-k indices" in said["10_own_indices"]
+    assert "at least as much as DDP's uncompressed all-reduce" in said["10_sends_dense"]
+    assert reports["10_good"]["score"] == reports["10_good"]["max_score"]
