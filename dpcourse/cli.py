@@ -53,7 +53,14 @@ def _cmd_release(args: argparse.Namespace) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from dpcourse.grading import grade
+    from dpcourse.grading import grade, hidden
+
+    if getattr(args, "suite", None):
+        try:
+            hidden.use(args.suite)
+        except ValueError as exc:
+            print(f"dpcourse grade: {exc}", file=sys.stderr)
+            return 2
 
     return grade.main(args)
 
@@ -188,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-mb", type=int, default=4096,
                    help="memory a test process may add on top of what torch already maps")
     p.add_argument("--jobs", type=int, default=2, help="tests run at once (one per core is a good start)")
+    p.add_argument("--suite", default=None, metavar="DIR|ARCHIVE",
+                   help="the instructor's hidden tests: a folder of exNN.py or a .zip/.tar.gz of it (default: "
+                        "instructor/suites of the clone this runs from; see instructor/README.md)")
     p.set_defaults(func=_cmd_grade)
 
     p = sub.add_parser("audio", help="speak the lessons' dialogues and audiobooks (offline: flite or espeak-ng)",

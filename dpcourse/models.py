@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["DigitsMLP", "DigitsCNN", "WideMLP", "TinyTransformer", "build_model", "count_parameters"]
+__all__ = ["DigitsMLP", "DigitsCNN", "WideMLP", "TinyTransformer", "Quirky", "build_model", "count_parameters"]
 
 
 class DigitsMLP(nn.Module):
@@ -70,6 +70,36 @@ class TinyTransformer(nn.Module):
         t = tokens.shape[1]
         h = self.embed(tokens) + self.position[:t]
         return self.head(self.blocks(h, mask=self.mask[:t, :t], is_causal=True))
+
+
+class Quirky(nn.Module):
+    """Every awkward case a data-parallel wrapper must handle, in one small model (tests and grading use it).
+
+    A frozen layer; a weight shared by two layers (one tensor, reduced once); a layer used only for
+    samples whose first feature exceeds 1 (so, with the batches the tests draw, used on some ranks and
+    not others, or on none); a layer never used (its gradient stays ``None``); and a buffer.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(6, 12)
+        self.frozen = nn.Linear(12, 12).requires_grad_(False)
+        self.mid = nn.Linear(12, 12)
+        self.out = nn.Linear(12, 12)
+        self.out.weight = self.mid.weight  # tied: one tensor, used by two layers
+        self.rare = nn.Linear(12, 12)      # only for samples whose first feature exceeds 1
+        self.never = nn.Linear(12, 3)      # never used
+        self.head = nn.Linear(12, 3)
+        self.register_buffer("scale", torch.linspace(0.5, 1.5, 12))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.inp(x)) * self.scale
+        h = torch.tanh(self.frozen(h))
+        h = torch.tanh(self.out(torch.tanh(self.mid(h))))
+        idx = torch.nonzero(x[:, 0] > 1.0).flatten()
+        if len(idx):
+            h = h.index_add(0, idx, torch.tanh(self.rare(h[idx])))
+        return self.head(h)
 
 
 _SIZES = {

@@ -14,7 +14,7 @@ from torch import nn
 from dpcourse import WorkerError, launch
 from dpcourse.data import shard
 from dpcourse.ddp import BucketedDDP, CollectiveCounter, average_gradients, flat_average_gradients
-from dpcourse.models import WideMLP
+from dpcourse.models import Quirky, WideMLP  # Quirky: the awkward model the grader's exercise 05 uses too
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
@@ -22,31 +22,6 @@ pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
 
 GLOBAL_BATCH, STEPS = 24, 3  # divisible by 3 micro-batches x 4 ranks: equal shards
-
-
-class Quirky(nn.Module):
-    """Frozen, tied, sometimes-used and never-used parameters, and a buffer."""
-
-    def __init__(self):
-        super().__init__()
-        self.inp = nn.Linear(6, 12)
-        self.frozen = nn.Linear(12, 12).requires_grad_(False)
-        self.mid = nn.Linear(12, 12)
-        self.out = nn.Linear(12, 12)
-        self.out.weight = self.mid.weight  # tied: one tensor, used by two layers
-        self.rare = nn.Linear(12, 12)      # only for samples whose first feature exceeds 1
-        self.never = nn.Linear(12, 3)      # never used
-        self.head = nn.Linear(12, 3)
-        self.register_buffer("scale", torch.linspace(0.5, 1.5, 12))
-
-    def forward(self, x):
-        h = torch.tanh(self.inp(x)) * self.scale
-        h = torch.tanh(self.frozen(h))
-        h = torch.tanh(self.out(torch.tanh(self.mid(h))))
-        idx = torch.nonzero(x[:, 0] > 1.0).flatten()
-        if len(idx):
-            h = h.index_add(0, idx, torch.tanh(self.rare(h[idx])))
-        return self.head(h)
 
 
 def _batches(steps: int, dtype: torch.dtype):

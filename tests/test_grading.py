@@ -54,8 +54,11 @@ def _notebook(source: str, graded: bool = True) -> nbformat.NotebookNode:
 
 
 def _planted(hangs: bool) -> list[Path]:
+    from dpcourse.grading.isolate import available
+
     files = sorted(PLANTED.glob("*.py")) + sorted(PLANTED.glob("*.ipynb"))
-    return [p for p in files if (_header(p).get("hangs") == "yes") == hangs]
+    sandboxed = not available()  # files that only the sandbox can stop (``# sandbox: ...``) need one
+    return [p for p in files if (_header(p).get("hangs") == "yes") == hangs and (sandboxed or not _header(p).get("sandbox"))]
 
 
 def _grade(paths: list[Path], out: Path, *extra: str, timeout: float = 1500) -> tuple[subprocess.CompletedProcess, dict]:
@@ -88,8 +91,9 @@ def _materialise(files: list[Path], folder: Path) -> list[Path]:
         target = folder / f"{f.stem}.ipynb"
         if f.suffix == ".ipynb":
             target.write_bytes(f.read_bytes())
-        else:
-            nbformat.write(_notebook(planted_source(f)), target)
+        else:  # a few adversarial files aim at the class's folder: they are told where it is
+            source = planted_source(f).replace("@SUBMISSIONS@", str(folder)).replace("@PLANTED@", str(PLANTED))
+            nbformat.write(_notebook(source), target)
         paths.append(target)
     return paths
 
@@ -264,14 +268,16 @@ def test_check_prints_one_line_per_test_and_returns_counts(tmp_path):
         import torch
         import torch.distributed as dist
         from dpcourse.grading import check
+        from dpcourse.grading.framework import get_suite
+        VISIBLE = sum(t.visible for t in get_suite("04", hidden=False).tests)
         exec(open(%r).read())
         result = check("04", ring_all_reduce)
-        assert result.passed == result.total == 4 and result.all_passed, result
+        assert result.passed == result.total == VISIBLE and result.all_passed, result
 
         def ring_all_reduce(tensor):
             raise NotImplementedError("your code here")
         result = check("04")  # found by name in the caller's namespace
-        assert result.passed == 0 and result.total == 4
+        assert result.passed == 0 and result.total == VISIBLE
 
         def ring_all_reduce(tensor):
             if dist.get_rank() == 0 and dist.get_world_size() > 1:
@@ -294,7 +300,10 @@ def test_check_prints_one_line_per_test_and_returns_counts(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    assert out.count("\u2713") >= 5 and "all 4 visible checks passed" in out
+    from dpcourse.grading.framework import get_suite
+
+    visible = sum(t.visible for t in get_suite("04", hidden=False).tests)
+    assert out.count("\u2713") >= visible + 1 and f"all {visible} visible checks passed" in out
     assert "not written yet (NotImplementedError)" in out and "Traceback" not in out
     assert "timed out" in out or "stopped after" in out
     assert out.count("usage error:") == 3 and out.rstrip().endswith("DONE")
@@ -342,6 +351,22 @@ def test_debugging_lab_grades_diagnosis_and_fix_apart(graded):
     assert "SIGABRT" in fixes["hang"] and "vs one process on the global batch" in fixes["averaging"]
 
 
+def test_forgeries_escapes_and_common_bugs_are_named(graded):
+    """Issue 16 and 13: each route to another collective and each way out of the sandbox scores below full
+    marks with the route named (``# route:``, ``# sandbox:``); each common wrong pattern gets its diagnosis
+    (``# names:``)."""
+    words = {"read": "read ", "write": "wrote to", "network": "network connection", "signal": "tried to kill"}
+    for f in graded["files"]:
+        header, report = _header(f), graded["reports"][f.stem]
+        text = "\n".join(t["output"] for t in report["tests"])
+        if header.get("route"):
+            assert report["score"] < report["max_score"], f.name
+            route = header["route"]
+            assert f"used {route} instead of send/recv" in text or route in text, (f.name, text[:500])
+        if header.get("sandbox"):
+            assert "stopped by the sandbox" in text and words[header["sandbox"]] in text, (f.name, text[:500])
+        for name in filter(None, (n.strip() for n in header.get("names", "").split(";"))):
+            assert f"{name}:" in text, (f.name, name, text[:800])
 def test_exercise_10_wrong_submissions_are_named(graded):
     """Each planted bug of the compression hook gets a message that says what it is."""
     reports = graded["reports"]

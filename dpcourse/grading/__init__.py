@@ -7,42 +7,46 @@
 * ``dpcourse grade NB.ipynb ...`` (``grade.py``) grades submissions with every test, hidden ones too,
   and writes Gradescope-shaped ``results.json`` files and a ``grades.csv``.
 
-Every test runs in a sandboxed child (``sandbox.py``: a shield process and a runner in their own
-session, wall-clock and memory limits, capped output, nothing left behind). The child returns raw
-outputs only; the grader computes references and scores in its own process (``verdict.py``).
+Every test runs in a harness process (``sandbox.py``) that never runs learner code: it starts one
+process per rank, each in a sandbox where Linux allows it (``isolate.py``: no network, read-only
+files, its own PIDs), hands each rank only its own input (drawn in the grader from ``os.urandom``),
+and carries the ranks' process-group traffic itself (``relay.py``): only what the exercise allows,
+every operation and byte counted out of the learner's reach. The grader judges the raw outputs and
+those counts in its own process (``verdict.py``) and names the common wrong patterns that fit them.
+Hidden tests live outside the package (``hidden.py``, ``instructor/suites/``).
 
 Adding a suite
 --------------
 Create ``dpcourse/grading/suites/exNN.py`` (``NN`` = the exercise id, as in ``solutions/NN_slug.ipynb``)
 defining ``SUITE``; it is found automatically::
 
-    from dpcourse.grading.framework import Context, Fail, Suite, calls, reset_calls
+    from dpcourse.grading.framework import Context, Fail, Judged, Suite
+    from dpcourse.grading.suites._common import compare_rel, normal_inputs, tolerance
 
-    SUITE = Suite("07", names=("train_ddp",), title="DDP training")
+    SUITE = Suite("08", names=("my_all_reduce",), title="...",
+                  defaults={"per_rank": True, "inputs": normal_inputs})   # inputs drawn in the grader
 
-    def _worker(train_ddp, seed):              # runs on every rank, in the child
-        reset_calls()                           # count collectives from here on
-        params = train_ddp(seed=seed)           # the learner's function
-        return {"params": params, "calls": calls()}   # raw outputs: numbers, arrays, tensors, dicts
+    def run(learner, params, ctx: Context):    # on every rank: ctx.rank, ctx.world_size, ctx.input
+        t = torch.from_numpy(ctx.input.copy())
+        learner.my_all_reduce(t)
+        return {"tensor": t}                    # raw outputs: numbers, arrays, tensors, dicts
 
-    def _run(learner, params, ctx: Context):    # child side: learner.<name> is the learner's object
-        return ctx.launch(_worker, params["world_size"], learner.train_ddp, ctx.seed)
+    def judge(raw, params, ctx: Judged):       # in the grader: raw[r] per rank, ctx.inputs, ctx.stats
+        want = sum(ctx.inputs)
+        for r, out in enumerate(raw):
+            compare_rel(f"rank {r}", out["tensor"], want, tolerance(params["dtype"], params["world_size"]))
 
-    def _judge(raw, params, seed):             # grader side: compute the reference here, compare
-        want = my_reference(seed)              # never trust anything computed in the child
-        if not close(raw[0]["params"], want):
-            raise Fail("parameters differ from single-process training after 5 steps")
+    @SUITE.diagnose("sum vs average", "divide ... / don't divide ...")   # shown only when it fits
+    def _averaged(raw, params, ctx): return ...
 
-    SUITE.add("2 ranks match one process", _run, _judge, params={"world_size": 2},
-              points=2, visible=True, hint="average the gradients, don't sum them.")
+    SUITE.add("2 ranks", run, judge, params={"world_size": 2, "shape": [8], "dtype": "float64"})
 
-Rules: worker functions live at module level of the suite (they reach the ranks by ``fork``);
-``run`` returns data only (``sandbox.encode`` carries ``None``, numbers, strings, lists, dicts, numpy
-arrays and CPU tensors); ``judge`` raises :class:`~dpcourse.grading.framework.Fail` with a message
-a learner can act on; ``visible=False`` keeps a test out of ``check`` (it counts in ``grade`` only).
-``Suite(reference_modules=...)`` lists the course modules a submission may not use (they are hidden
-in the child and imports of them in graded cells score 0). Then add planted wrong submissions to
-``tests/planted/`` (see ``tests/test_grading.py``).
+``allowed=frozenset({...})`` in ``defaults`` restricts what the ranks' process group carries;
+``shared_scratch=True`` gives the ranks one folder to share (checkpoints). Hidden tests go to
+``instructor/suites/exNN.py`` (``extend(suite, visible)``, reusing ``run`` halves of this module).
+Older suites (``per_rank=False``) run ``run`` once, start ranks with ``ctx.launch`` and judge with
+``judge(raw, params, seed)``. Then add planted wrong submissions to ``tests/planted/`` (see
+``tests/test_grading.py``).
 """
 
 from dpcourse.grading.check import CheckResult, check

@@ -1,12 +1,16 @@
-"""Run one test of a learner's code in a child process that cannot hang, flood or fool the grader.
+"""Run one test of a learner's code in processes that cannot hang, flood, fool or see the grader.
 
-For each job the grader forks a *shield* process that starts a new session and forks the *runner*,
-so the learner's parent is the shield, never the grader. The runner limits its memory
-(``RLIMIT_AS``: ``memory_mb`` on top of what is mapped when it starts, torch included), works in a temporary directory, executes the learner's code, runs the test's
-``run`` half and writes the raw outputs as JSON (arrays as base64) to a pipe. The grader reads
-at most ``output_cap`` bytes of printed output, kills the whole session when the result is in or
-the wall-clock limit passes, and decodes the result without ``pickle``: nothing the learner's
-process sends can execute code in the grader.
+For each job the grader starts a *harness* process in a session of its own (forked by a clean job
+starter, ``_Zygote``, a fresh interpreter that never saw the other submissions or the hidden tests;
+``check()`` forks it from the notebook, whose live functions it needs). The harness never runs
+learner code. It forks one process per rank; each rank enters its sandbox (``isolate``), limits its
+memory (``RLIMIT_AS``: ``memory_mb`` on top of what torch already maps), executes the learner's
+cells, receives its own input, joins the grader's process group (``relay``) and runs the test's
+``run`` half. The harness carries the ranks' messages, counts them, and writes every rank's raw
+outputs, the counts and what the sandbox saw as JSON (arrays as base64) to a pipe. The grader reads
+at most ``output_cap`` bytes of printed output, kills the whole session when the result is in or the
+wall-clock limit passes, and decodes the result without ``pickle``: nothing a learner's process
+sends can execute code in the grader.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import resource
 import selectors
 import shutil
 import signal
+import socket
 import struct
 import sys
 import tempfile
@@ -30,10 +35,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dpcourse.grading.framework import Context, Test, _instrument
+from dpcourse.grading.framework import Context, Test
 from dpcourse.launch import _die_with_parent
 
-__all__ = ["Job", "Finished", "run_jobs", "encode", "decode", "LEARNER_MODULE"]
+__all__ = ["Job", "Finished", "run_jobs", "encode", "decode", "LEARNER_MODULE", "protect", "stop_zygote",
+           "load_only"]
 
 LEARNER_MODULE = "__learner__"
 _RESULT_CAP = 64 << 20
@@ -106,16 +112,21 @@ class Job:
     seed: int
     timeout: float
     memory_mb: int = 4096
-    cells: list[tuple[str, str]] | None = None  # (label, source) executed in order
+    cells: list[tuple[str, str]] | None = None  # (label, source) executed in order, on every rank
     objects: dict[str, Any] | None = None  # check(): the learner's live functions (inherited by fork)
     reference_modules: tuple[str, ...] = ()
     output_cap: int = 20_000
     tag: Any = None
+    inputs: list[Any] | None = None  # each rank's input, drawn here by run_jobs (the judge reads them)
 
 
 @dataclass
 class Finished:
-    """What came back: ``status`` is ok, error, timeout, died or bad-result."""
+    """What came back: ``status`` is ok, error, timeout, died or bad-result.
+
+    ``stats`` (per rank: operations and bytes), ``log`` (refusals, disagreements), ``blocked`` (what
+    each rank waited for when time ran out) come from the harness's relay; ``events`` are the
+    sandbox's reports of what the code tried (a socket, a write outside its folder, ...)."""
 
     job: Job
     status: str
@@ -125,6 +136,10 @@ class Finished:
     output_bytes: int = 0
     seconds: float = 0.0
     exit_detail: str = ""
+    stats: list = field(default_factory=list)
+    log: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+    blocked: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -143,88 +158,482 @@ class _Running:
     out_open: bool = True
 
 
+_HIDE: list[str] = []  # folders no graded code may see (submissions, reports, hidden tests)
+
+
+def protect(paths: list[Any]) -> None:
+    """Cover ``paths`` (folders) with an empty folder in every sandboxed rank from now on."""
+    for p in paths:
+        if p:
+            real = os.path.realpath(str(p))
+            if real not in _HIDE and real != "/" and not _keep_visible(real):
+                _HIDE.append(real)
+
+
+def load_only(learner: Any, params: dict, ctx: Context) -> None:
+    """The ``run`` of a job that only checks that the graded cells execute."""
+    return None
+
+
+def _sandbox_ok() -> bool:
+    from dpcourse.grading import isolate
+
+    why = isolate.available()
+    if why and not _WARNED:
+        _WARNED.append(why)
+        print(f"dpcourse: no sandbox here ({why}): graded code runs with this process's own access to the network "
+              "and the files (as before). Run as root or enable user namespaces to isolate it.", file=sys.stderr)
+    return not why
+
+
+_WARNED: list[str] = []
+
+
+def _spec(job: Job, workdir: str, sandbox: bool) -> dict:
+    t = job.test
+    run = t.run if "<" not in getattr(t.run, "__qualname__", "<") else load_only  # a lambda cannot travel
+    return {"run": f"{run.__module__}:{run.__qualname__}", "name": t.name, "params": t.params,
+            "allowed": sorted(t.allowed) if t.allowed is not None else None, "allowed_what": t.allowed_what,
+            "shared": t.shared_scratch, "per_rank": t.per_rank, "names": list(job.names), "seed": job.seed,
+            "timeout": job.timeout,
+            "memory_mb": job.memory_mb, "cells": job.cells, "refs": list(job.reference_modules),
+            "output_cap": job.output_cap, "workdir": workdir, "sandbox": sandbox, "hide": list(_HIDE)}
+
+
+def _keep_visible(path: str) -> bool:
+    """A folder we may not hide: it holds Python, torch or this package."""
+    import torch
+
+    package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds dpcourse/
+    needed = [sys.prefix, sys.base_prefix, os.path.dirname(torch.__file__), package]
+    needed += [p for p in sys.path if p and ("-packages" in p or p.startswith((sys.prefix, sys.base_prefix)))]
+    return any(os.path.realpath(n) == path or os.path.realpath(n).startswith(path.rstrip("/") + "/") for n in needed)
+
+
+def _job_from_spec(spec: dict) -> tuple[Job, str, bool, list[str]]:
+    import importlib
+
+    module, _, qual = spec["run"].partition(":")
+    run: Any = importlib.import_module(module)
+    for part in qual.split("."):
+        run = getattr(run, part)
+    test = Test(spec["name"], run, lambda *a: None, spec["params"],
+                allowed=None if spec["allowed"] is None else frozenset(spec["allowed"]),
+                allowed_what=spec["allowed_what"], shared_scratch=spec["shared"], per_rank=spec["per_rank"])
+    job = Job(test, tuple(spec["names"]), spec["seed"], spec["timeout"], spec["memory_mb"],
+              cells=[tuple(c) for c in spec["cells"] or []], reference_modules=tuple(spec["refs"]),
+              output_cap=spec["output_cap"])
+    return job, spec["workdir"], spec["sandbox"], spec["hide"]
+
+
+class _Zygote:
+    """A fresh interpreter that starts each job's harness (a fork of itself): it never saw the grader's memory.
+
+    Learner code runs in processes forked from it, so it finds nothing in memory but its own job: no
+    other student's code, no hidden test, no other test's inputs. Started once per grading process
+    (one torch import), ended with it."""
+
+    def __init__(self) -> None:
+        import subprocess
+
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        code = "import sys; from dpcourse.grading.sandbox import _zygote_main; _zygote_main(int(sys.argv[1]))"
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(b.fileno())], pass_fds=(b.fileno(),),
+                                     stdin=subprocess.DEVNULL)
+        b.close()
+        self.sock, self.pid = a, self.proc.pid
+
+    def launch(self, spec: dict, fds: list[int]) -> int:
+        data = json.dumps(spec).encode()
+        socket.send_fds(self.sock, [struct.pack("!Q", len(data))], fds)
+        self.sock.sendall(data)
+        reply = b""
+        while len(reply) < 8:
+            chunk = self.sock.recv(8 - len(reply))
+            if not chunk:
+                raise RuntimeError("the grader's job starter stopped")
+            reply += chunk
+        return struct.unpack("!Q", reply)[0]
+
+    def stop(self) -> None:
+        self.sock.close()
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _zygote_main(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    _die_with_parent()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the harnesses it starts are reaped automatically
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _preload_torch()
+    while True:
+        try:
+            head, fds, _, _ = socket.recv_fds(sock, 8, 3)
+        except OSError:
+            return
+        if len(head) < 8:
+            return
+        (n,) = struct.unpack("!Q", head)
+        data = bytearray()
+        while len(data) < n:
+            chunk = sock.recv(min(1 << 20, n - len(data)))
+            if not chunk:
+                return
+            data += chunk
+        job, workdir, sandbox, hide = _job_from_spec(json.loads(bytes(data)))
+        out_fd, res_fd, inp_fd = fds
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                sock.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os.setsid()
+                _die_with_parent()
+                _runner_main(job, out_fd, res_fd, inp_fd, workdir, sandbox, hide)
+                code = 0
+            finally:
+                os._exit(code)
+        for fd_ in fds:
+            os.close(fd_)
+        sock.sendall(struct.pack("!Q", pid))
+
+
+_ZYGOTE: list[_Zygote] = []
+
+
+def _zygote() -> _Zygote:
+    if not _ZYGOTE:
+        import atexit
+
+        _ZYGOTE.append(_Zygote())
+        atexit.register(stop_zygote)
+    return _ZYGOTE[0]
+
+
+def stop_zygote() -> None:
+    while _ZYGOTE:
+        _ZYGOTE.pop().stop()
+
+
+def _preload_torch() -> None:
+    import torch  # noqa: F401  imported once here, so that every forked child starts with it loaded
+    import torch.distributed  # noqa: F401
+    import torch.optim  # noqa: F401
+
+    from dpcourse.grading import isolate, relay  # noqa: F401
+    from dpcourse.launch import _preload
+
+    _preload()  # torch._dynamo, which DDP would otherwise import again in every rank: ~2 s per test
+    relay.RelayGroup = relay.RelayGroup or relay._make_group_class()
+
+
 def _start(job: Job, inherited: list[int] = ()) -> _Running:
     workdir = tempfile.mkdtemp(prefix="dpcourse-grade-")
+    os.chmod(workdir, 0o755)
     out_r, out_w = os.pipe()
     res_r, res_w = os.pipe()
+    inp_r, inp_w = os.pipe()
+    sandbox = _sandbox_ok()
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the shield: never returns
-        code = 70
-        try:
-            for fd in (out_r, res_r, *inherited):  # other jobs' pipes are none of the learner's business
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            os.setsid()
-            _die_with_parent()
-            runner = os.fork()
-            if runner == 0:
-                try:
-                    _runner_main(job, out_w, res_w, workdir)
-                finally:
-                    os._exit(71)
-            os.close(out_w)
-            os.close(res_w)
-            _, status = os.waitpid(runner, 0)
-            code = os.waitstatus_to_exitcode(status)
-            code = 128 - code if code < 0 else min(code, 127)
-        finally:
-            os._exit(code)
-    os.close(out_w)
-    os.close(res_w)
+    if job.objects is None:  # a submission's cells: started by the clean job starter
+        pid = _zygote().launch(_spec(job, workdir, sandbox), [out_w, res_w, inp_r])
+    else:
+        pid = os.fork()
+        if pid == 0:  # the harness: never returns, never runs learner code
+            code = 70
+            try:
+                for fd in (out_r, res_r, inp_w, *inherited):  # other jobs' pipes are none of its business
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+                os.setsid()
+                _die_with_parent()
+                _runner_main(job, out_w, res_w, inp_r, workdir, sandbox, list(_HIDE))
+                code = 0
+            finally:
+                os._exit(code)
+    for fd in (out_w, res_w, inp_r):
+        os.close(fd)
+    blob = encode(job.inputs if job.inputs is not None else [None] * job.test.world_size)
+    try:
+        view = memoryview(_LENGTH.pack(len(blob)) + blob)
+        while view:
+            view = view[os.write(inp_w, view):]
+    except OSError:
+        pass
+    os.close(inp_w)
     now = time.monotonic()
     return _Running(job, pid, out_r, res_r, now + job.timeout, now, workdir)
 
 
-def _runner_main(job: Job, out_fd: int, res_fd: int, workdir: str) -> None:
-    """The learner's side: limits, learner code, the test's ``run`` half, raw outputs to ``res_fd``."""
+def _read_all(fd: int) -> bytes:
+    data = bytearray()
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+
+
+def _runner_main(job: Job, out_fd: int, res_fd: int, inp_fd: int, workdir: str, sandbox: bool,
+                 hide: list[str]) -> None:
+    """The harness of one test (trusted: no learner code runs here): starts the ranks, hands each its
+    input, carries their process-group traffic (``relay.Router``) and reports what came back."""
+    from dpcourse.grading import relay
+
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    test, n = job.test, job.test.world_size
+    shared = None
+    if test.shared_scratch:
+        shared = os.path.join(workdir, "shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)
+    pairs = [relay.pair() for _ in range(n)]
+    pids = []
+    for r in range(n):
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for i, (mine, theirs) in enumerate(pairs):
+                    mine.close()
+                    if i != r:
+                        theirs.close()
+                os.close(res_fd)
+                os.close(inp_fd)
+                _rank_main(job, r, n, pairs[r][1], out_fd, workdir, shared, sandbox, hide)
+            finally:
+                os._exit(71)
+        pids.append(pid)
+    os.close(out_fd)
+    socks = []
+    for mine, theirs in pairs:
+        theirs.close()
+        socks.append(mine)
+    blob = _read_all(inp_fd)
+    os.close(inp_fd)
+    try:
+        inputs = decode(blob[_LENGTH.size:]) if _framed(bytearray(blob)) else [None] * n
+    except ValueError:
+        inputs = [None] * n
+    router = relay.Router(n, test.allowed, test.allowed_what)
+    for r, s in enumerate(socks):
+        try:
+            relay.send_frame(s, {"type": "input"}, encode(inputs[r] if r < len(inputs) else None))
+        except OSError:
+            pass
+    results: list[Any] = [None] * n
+    errors: dict[int, Any] = {}
+    events: list[str] = []
+    done: set[int] = set()
+    sel = selectors.DefaultSelector()
+    for r, s in enumerate(socks):
+        sel.register(s, selectors.EVENT_READ, r)
+    deadline = time.monotonic() + max(0.5, job.timeout - 1.0)
+    status, stop_at, last_message = "ok", None, time.monotonic()
+    while len(done) < n:
+        now = time.monotonic()
+        if now >= deadline:
+            status = "timeout"
+            break
+        if test.per_rank and _stuck(router, n, done, now - last_message):
+            status = "stuck"
+            break
+        if stop_at is not None and now >= stop_at:
+            break
+        for key, _ in sel.select(min(deadline - now, 0.5)):
+            r = key.data
+            last_message = time.monotonic()
+            try:
+                header, payload = relay.recv_frame(key.fileobj)
+            except (EOFError, ValueError, OSError):
+                sel.unregister(key.fileobj)
+                if r not in done:
+                    errors[r] = {"died": _exit_of(pids[r])}
+                    done.add(r)
+                continue
+            kind = header.get("type")
+            if kind == "event":
+                text = f"rank {r} {str(header.get('text'))[:300]}" if n > 1 else f"it {str(header.get('text'))[:300]}"
+                if len(events) < 20 and text not in events:
+                    events.append(text)
+            elif kind == "result" and r not in done:
+                try:
+                    results[r] = decode(payload)
+                except (ValueError, UnicodeDecodeError):
+                    errors[r] = {"type": "ValueError", "message": "the result could not be read back", "traceback": ""}
+                done.add(r)
+            elif kind == "error" and r not in done:
+                try:
+                    err = decode(payload)
+                except (ValueError, UnicodeDecodeError):
+                    err = None
+                errors[r] = err if isinstance(err, dict) else {"type": "?", "message": "?", "traceback": ""}
+                done.add(r)
+            elif kind == "mark":
+                router.mark(r, header.get("label"))
+            elif "op" in header:
+                router.handle(r, header, payload)
+            for dst, h, p in router.outbox:
+                try:
+                    relay.send_frame(socks[dst], h, p)
+                except OSError:
+                    pass
+            router.outbox.clear()
+        if errors and stop_at is None:
+            stop_at = time.monotonic() + 0.3  # let the other ranks report the same failure, then stop
+    blocked = router.blocked() if status in ("timeout", "stuck") else {}
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    report: dict[str, Any] = {"status": status, "stats": router.result_stats(), "log": router.log, "events": events,
+                              "blocked": {str(k): v for k, v in blocked.items()}}
+    if status == "ok" and errors:
+        r = min(errors, key=lambda k: ("died" in (errors[k] or {}), k))  # a raised error says more than a death
+        err = errors[r]
+        if "died" in err:
+            report.update(status="died", detail=err["died"])
+        else:
+            err = dict(err)
+            if n > 1:
+                err["message"] = f"rank {r}: {err.get('message', '')}"
+            report.update(status="error", error=err)
+    elif status == "ok":
+        report["ranks"] = results
+    data = encode(report)
+    view = memoryview(_LENGTH.pack(len(data)) + data)
+    while view:
+        view = view[os.write(res_fd, view):]
+    os.close(res_fd)
+
+
+def _stuck(router: Any, n: int, done: set[int], quiet: float) -> bool:
+    """No rank can make progress: every rank still running waits on the network, and nothing has moved for a
+    while (a moment when some rank has already returned: it will never send what the others wait for)."""
+    live = [r for r in range(n) if r not in done]
+    waiting = router.blocked()
+    if not live or not all(r in waiting for r in live):
+        return False
+    return quiet >= (1.0 if done else 5.0)
+
+
+def _exit_of(pid: int) -> str:
+    """How a rank ended (it closed its pipe without a result)."""
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return "no exit status"
+        if got:
+            code = os.waitstatus_to_exitcode(status)
+            if code < 0 or code >= 128:
+                sig = -code if code < 0 else code - 128
+                try:
+                    name = signal.Signals(sig).name
+                except ValueError:
+                    name = f"signal {sig}"
+                hint = " - often out of memory, or the code killed its parent" if sig == signal.SIGKILL else ""
+                return f"killed by {name}{hint}"
+            return f"exit code {code}"
+        time.sleep(0.01)
+    return "closed its pipe and kept running"
+
+
+def _rank_main(job: Job, r: int, n: int, sock: socket.socket, out_fd: int, workdir: str, shared: str | None,
+               sandbox: bool, hide: list[str]) -> None:
+    """One rank: sandbox, limits, the learner's code, this rank's input, the test's ``run`` half."""
+    from dpcourse.grading import isolate, relay
+
+    os.setsid()  # a session of its own: kill(0, ...) from learner code reaches this rank only, never the harness
     _die_with_parent()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
     os.close(out_fd)
+    if sandbox:
+        isolate.enter(hide, shared, loopback=not job.test.per_rank)  # older suites start gloo ranks of their own
+        inner = os.fork()
+        if inner:  # stays outside, waits for PID 1 of the sandbox and ends as it did
+            sock.close()
+            _, status = os.waitpid(inner, 0)
+            code = os.waitstatus_to_exitcode(status)
+            if code < 0:
+                signal.signal(-code, signal.SIG_DFL)
+                os.kill(os.getpid(), -code)
+            os._exit(min(max(code, 0), 127))
+        _die_with_parent()
+        isolate.finish()
+        home = "/tmp"
+        scratch = "/tmp/shared" if shared else home
+    else:
+        home = os.path.join(workdir, f"rank{r}")
+        os.mkdir(home)
+        scratch = shared or home
+    os.chdir(home)
     sys.stdout = open(1, "w", closefd=False, errors="replace", buffering=1)
     sys.stderr = open(2, "w", closefd=False, errors="replace", buffering=1)
     sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
+    sys.dont_write_bytecode = True
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     limit = _address_space() + (job.memory_mb << 20)  # on top of what torch and friends already map
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    os.chdir(workdir)
+    send, enc = relay.send_frame, encode
+    lock = relay.WRITE_LOCK
+
+    def report(text: str) -> None:
+        with lock:
+            send(sock, {"type": "event", "text": text})
+
+    if sandbox:
+        isolate.watch(report, ("/tmp", "/dev/shm", "/var/tmp"))
     try:
         import torch
 
         torch.set_num_threads(1)  # first thing after a fork: OpenMP is not fork-safe
-        from dpcourse.launch import launch
-
-        _instrument()
         _hide_references(job.reference_modules)
         # bound before the learner's code runs, so that patching these modules from a notebook changes nothing
-        run, params, enc, write = job.test.run, job.test.params, encode, os.write
-        ctx = Context(seed=job.seed, timeout=max(1.0, 0.75 * job.timeout - 1.0), launcher=launch)
+        from dpcourse.launch import launch as launcher
+
+        run, params, install, receive = job.test.run, job.test.params, relay.install, relay.recv_frame
         learner = _load_learner(job)
-        payload = {"ok": run(learner, params, ctx)}
+        _, payload = receive(sock)
+        ctx = Context(seed=job.seed, timeout=job.timeout, rank=r, world_size=n, input=decode(payload),
+                      scratch=scratch, launcher=launcher)
+        if job.test.per_rank:
+            install(sock, r, n)
+        header, body = {"type": "result"}, enc(run(learner, params, ctx))
     except BaseException as exc:  # SystemExit too: a learner's sys.exit is a failure, not an exit
-        enc, write = encode, os.write
-        payload = {"error": _describe(exc)}
-    try:
-        data = enc(payload)
-    except Exception as exc:
-        data = encode({"error": {"type": "ValueError", "message": f"the result could not be sent back: {exc}",
-                                 "traceback": ""}})
+        try:
+            header, body = {"type": "error"}, enc(_describe(exc))
+        except Exception:  # noqa: BLE001
+            header, body = {"type": "error"}, enc({"type": "?", "message": "?", "traceback": ""})
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:
             pass
-    view = memoryview(_LENGTH.pack(len(data)) + data)
-    while view:
-        view = view[write(res_fd, view):]
-    os.close(res_fd)
+    try:
+        with lock:
+            send(sock, header, body)
+    except Exception:  # noqa: BLE001
+        pass
     os._exit(0)
 
 
@@ -420,16 +829,23 @@ def _finish(run: _Running, timed_out: bool) -> Finished:
         if not _framed(run.res):
             raise ValueError("cut short")
         payload = decode(bytes(run.res[_LENGTH.size:_LENGTH.size + _LENGTH.unpack_from(run.res)[0]]))
-        if not isinstance(payload, dict) or set(payload) not in ({"ok"}, {"error"}):
+        if not isinstance(payload, dict) or payload.get("status") not in ("ok", "error", "timeout", "died", "stuck"):
             raise ValueError("unexpected shape")
     except Exception:
         done.status = "bad-result"
         return done
-    if "error" in payload:
-        done.status = "error"
-        done.error = payload["error"] if isinstance(payload["error"], dict) else {"type": "?", "message": "?"}
-    else:
-        done.raw = payload["ok"]
+    done.status = payload["status"]
+    done.stats = payload.get("stats") or []
+    done.log = [str(x) for x in payload.get("log") or []]
+    done.events = [str(x) for x in payload.get("events") or []]
+    done.blocked = payload.get("blocked") or {}
+    if done.status == "error":
+        err = payload.get("error")
+        done.error = err if isinstance(err, dict) else {"type": "?", "message": "?"}
+    elif done.status == "died":
+        done.exit_detail = str(payload.get("detail") or detail)
+    elif done.status == "ok":
+        done.raw = payload.get("ranks")
     return done
 
 
@@ -462,13 +878,18 @@ def run_jobs(jobs: list[Job], parallel: int = 1, on_done: Callable[[Finished], N
     ``sweep_orphans``: also kill any other child of this process after each job (for a grader that is a
     subreaper and starts nothing else; see :func:`become_subreaper`).
     """
-    import torch  # noqa: F401  imported once here, so that every forked child starts with it loaded
-    import torch.distributed  # noqa: F401
-    import torch.optim  # noqa: F401
+    _preload_torch()
+    for job in jobs:  # each rank's input, drawn here from fresh randomness; only that rank is sent its part
+        if job.inputs is None and job.test.inputs is not None:
+            rng = np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
+            job.inputs = list(job.test.inputs(job.test.params, rng))
+    from dpcourse.grading import hidden
 
-    from dpcourse.launch import _preload
-
-    _preload()  # torch._dynamo, which each child's launch would otherwise import again: ~2 s per test
+    protect([hidden.location()] + [os.path.dirname(os.path.abspath(str(job.tag.path))) for job in jobs
+                                   if isinstance(getattr(job.tag, "path", None), (str, os.PathLike))])
+    if any(job.objects is None for job in jobs):
+        _zygote()
+    zygotes = {z.pid for z in _ZYGOTE}
 
     pending = list(enumerate(jobs))[::-1]
     running: dict[int, tuple[int, _Running]] = {}  # fd -> (index, run)
@@ -484,7 +905,7 @@ def run_jobs(jobs: list[Job], parallel: int = 1, on_done: Callable[[Finished], N
                 del running[fd]
         results[index] = _finish(run, timed_out)
         if sweep_orphans:
-            _sweep_orphans({r.pid for r in active.values()})
+            _sweep_orphans({r.pid for r in active.values()} | zygotes)
         if on_done:
             on_done(results[index])
 
@@ -537,6 +958,8 @@ def run_jobs(jobs: list[Job], parallel: int = 1, on_done: Callable[[Finished], N
         for index in list(active):
             close(index, timed_out=True)
         sel.close()
+        if not sweep_orphans:  # a library caller (tests, check()) keeps no process of ours running afterwards;
+            stop_zygote()      # the grade command (a one-shot process) keeps its starter for the next phase
 
 
 def _framed(data: bytearray) -> bool:

@@ -1,5 +1,6 @@
 # exercise: 02
 # expect: 12 samples in 3 micro-batches
+# names: returns the last micro-batch's loss
 # Wrong: the gradients are right but it returns the last micro-batch's loss.
 def accumulate_gradients(model, loss_fn, x, y, micro_batches):
     model.zero_grad()

@@ -1,5 +1,6 @@
 # exercise: 02
 # expect: 10 samples in 3 micro-batches (uneven)
+# names: mean of means
 # Wrong: every micro-batch weighs 1/k, right only when the batch splits evenly.
 def accumulate_gradients(model, loss_fn, x, y, micro_batches):
     model.zero_grad()

@@ -1,5 +1,6 @@
 # exercise: 02
 # expect: 12 samples in 3 micro-batches
+# names: micro-batch losses not scaled
 # Wrong: sums the micro-batch mean losses, so gradients are k times too large.
 def accumulate_gradients(model, loss_fn, x, y, micro_batches):
     model.zero_grad()

@@ -1,5 +1,6 @@
 # exercise: 02
 # expect: gradients left over from before are cleared
+# names: gradients not zeroed first
 # Wrong: never zeroes the gradients, so whatever was in .grad leaks into the result.
 def accumulate_gradients(model, loss_fn, x, y, micro_batches):
     n = len(x)

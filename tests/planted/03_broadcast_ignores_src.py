@@ -1,5 +1,6 @@
 # exercise: 03
 # expect: broadcast: 3 ranks from rank 2
+# names: broadcast ignores src
 # Wrong: always broadcasts from rank 0, whatever src says.
 def broadcast_by_hand(tensor, src=0):
     rank, world = dist.get_rank(), dist.get_world_size()

@@ -1,5 +1,6 @@
 # exercise: 03
 # expect: all_gather: 2 ranks; all_gather: 3 ranks
+# names: items in the wrong order
 # Wrong: puts its own tensor first, then the others: not in rank order.
 def broadcast_by_hand(tensor, src=0):
     rank, world = dist.get_rank(), dist.get_world_size()

@@ -1,5 +1,6 @@
 # exercise: 04
 # expect: 2 ranks, 12 float32 values; 3 ranks, 10 values (not divisible by 3)
+# names: missing all-gather
 # Wrong: stops after the reduce-scatter phase; each rank holds only one summed chunk.
 def ring_all_reduce(tensor):
     rank, world = dist.get_rank(), dist.get_world_size()

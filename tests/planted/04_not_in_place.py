@@ -1,5 +1,6 @@
 # exercise: 04
 # expect: 2 ranks, 12 float32 values
+# names: not in place
 # Wrong: returns a new tensor holding the sum and leaves the input unchanged.
 def ring_all_reduce(tensor):
     rank, world = dist.get_rank(), dist.get_world_size()

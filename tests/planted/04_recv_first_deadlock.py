@@ -1,5 +1,6 @@
 # exercise: 04
 # expect: 2 ranks, 12 float32 values; 3 ranks, 10 values (not divisible by 3)
+# names: deadlock from the order of blocking calls
 # hangs: yes
 # Wrong: every rank receives from its left before sending to its right: nobody sends, a deadlock.
 def ring_all_reduce(tensor):

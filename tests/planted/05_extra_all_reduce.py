@@ -1,5 +1,5 @@
 # exercise: 05
-# expect: BucketedDDP: 2 ranks, one bucket, matches one process; BucketedDDP: one all-reduce per parameter with a tiny bucket_mb
+# expect: BucketedDDP: 2 ranks, one bucket (an unused parameter inside it), plain SGD; BucketedDDP: one bucket per parameter, in bucket order, SGD with momentum and weight decay
 # base: 05_good.py
 # Wrong: an extra all-reduce per step (a separate one for the 'has gradient' flags) - not one per bucket.
 <<<

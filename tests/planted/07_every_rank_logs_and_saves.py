@@ -1,5 +1,6 @@
 # exercise: 07
 # expect: only rank 0 prints; rank 0 writes the checkpoint, every rank loads it
+# names: every rank prints
 # base: 07_good.py
 # Wrong: the rank-0 guard is gone, so every rank prints and every rank writes the same file.
 <<<

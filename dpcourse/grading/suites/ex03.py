@@ -1,4 +1,8 @@
-"""Exercise 03: ``broadcast_by_hand(tensor, src=0)`` and ``all_gather_by_hand(tensor)`` from send/recv."""
+"""Exercise 03: ``broadcast_by_hand(tensor, src=0)`` and ``all_gather_by_hand(tensor)`` from send/recv.
+
+Each rank's tensor is drawn in the grader and sent to that rank only; the ranks' process group
+carries send/recv (and barrier) and nothing else.
+"""
 
 from __future__ import annotations
 
@@ -6,67 +10,50 @@ from typing import Any
 
 import numpy as np
 
-from dpcourse.grading.framework import Context, Fail, Suite, calls, forbid_collectives, reset_calls
-from dpcourse.grading.suites._common import compare, rank_array
+from dpcourse.grading.framework import POINT_TO_POINT, Context, Fail, Judged, Suite
+from dpcourse.grading.suites._common import compare_rel, normal_inputs, reports
 
-SUITE = Suite("03", names=("broadcast_by_hand", "all_gather_by_hand"), title="collectives by hand")
+SUITE = Suite("03", names=("broadcast_by_hand", "all_gather_by_hand"), title="collectives by hand",
+              defaults={"per_rank": True, "allowed": POINT_TO_POINT, "allowed_what": "send/recv",
+                        "inputs": normal_inputs})
 
 
-def _broadcast_worker(fn: Any, seed: int, shape: tuple[int, ...], dtype: str, src: int | None) -> dict:
+def run_broadcast(learner: Any, p: dict, ctx: Context) -> dict:
     import torch
-    import torch.distributed as dist
 
-    reset_calls()
-    t = torch.from_numpy(rank_array(seed, dist.get_rank(), shape, dtype))
-    ret = fn(t) if src is None else fn(t, src=src)
-    return {"tensor": t, "returned_same": ret is t, "calls": calls()}
+    t = torch.from_numpy(np.array(ctx.input, copy=True))
+    ret = learner.broadcast_by_hand(t) if p["src"] is None else learner.broadcast_by_hand(t, src=p["src"])
+    return {"tensor": t, "returned_same": ret is t}
 
 
-def _gather_worker(fn: Any, seed: int, shape: tuple[int, ...], dtype: str) -> dict:
+def run_gather(learner: Any, p: dict, ctx: Context) -> dict:
     import torch
-    import torch.distributed as dist
 
-    reset_calls()
-    t = torch.from_numpy(rank_array(seed, dist.get_rank(), shape, dtype))
-    out = fn(t)
+    t = torch.from_numpy(np.array(ctx.input, copy=True))
+    out = learner.all_gather_by_hand(t)
     ok_type = isinstance(out, (list, tuple)) and all(isinstance(o, torch.Tensor) for o in out)
-    return {"list": list(out) if ok_type else None, "type": type(out).__name__, "input": t, "calls": calls()}
+    aliases = [o.data_ptr() == t.data_ptr() for o in out] if ok_type else []
+    return {"list": list(out) if ok_type else None, "type": type(out).__name__, "input": t, "aliases": aliases}
 
 
-def _run_broadcast(learner: Any, p: dict, ctx: Context) -> list[dict]:
-    return ctx.launch(_broadcast_worker, p["world_size"], learner.broadcast_by_hand, ctx.seed, tuple(p["shape"]),
-                      p["dtype"], p["src"])
-
-
-def _run_gather(learner: Any, p: dict, ctx: Context) -> list[dict]:
-    return ctx.launch(_gather_worker, p["world_size"], learner.all_gather_by_hand, ctx.seed, tuple(p["shape"]),
-                      p["dtype"])
-
-
-def _check_reports(raw: Any, n: int) -> None:
-    if not isinstance(raw, list) or len(raw) != n or not all(isinstance(r, dict) for r in raw):
-        raise Fail("the workers did not report back.")
-    forbid_collectives([r.get("calls") for r in raw])
-
-
-def _judge_broadcast(raw: Any, p: dict, seed: int) -> None:
-    n, shape, dtype, src = p["world_size"], tuple(p["shape"]), p["dtype"], p["src"]
-    _check_reports(raw, n)
-    want = rank_array(seed, src or 0, shape, dtype)
+def judge_broadcast(raw: Any, p: dict, ctx: Judged) -> None:
+    n, src = p["world_size"], p["src"] or 0
+    raw = reports(raw, n)
+    want = ctx.inputs[src]
     for r, out in enumerate(raw):
         got = out.get("tensor")
         if isinstance(got, np.ndarray) and got.shape == want.shape and src and r != src \
-                and np.array_equal(got, rank_array(seed, 0, shape, dtype)):
+                and np.array_equal(got, ctx.inputs[0]):
             raise Fail(f"rank {r} holds rank 0's tensor, but src was {src}: send from `src`, not from rank 0.")
-        compare(f"rank {r}", got, want, 0.0, 0.0)
+        compare_rel(f"rank {r}", got, want, 0.0, exact=True)
         if not out.get("returned_same"):
             raise Fail(f"rank {r}: return the tensor you were given, filled in place.")
 
 
-def _judge_gather(raw: Any, p: dict, seed: int) -> None:
-    n, shape, dtype = p["world_size"], tuple(p["shape"]), p["dtype"]
-    _check_reports(raw, n)
-    wants = [rank_array(seed, r, shape, dtype) for r in range(n)]
+def judge_gather(raw: Any, p: dict, ctx: Judged) -> None:
+    n = p["world_size"]
+    raw = reports(raw, n)
+    wants = ctx.inputs
     for r, out in enumerate(raw):
         got = out.get("list")
         if got is None:
@@ -79,32 +66,68 @@ def _judge_gather(raw: Any, p: dict, seed: int) -> None:
                 if owner:
                     raise Fail(f"rank {r}: item {src} holds rank {owner[0]}'s tensor: put rank k's tensor at "
                                "index k.")
-            compare(f"rank {r}, item {src}", g, w, 0.0, 0.0)
-        compare(f"rank {r}'s input (must not change)", out.get("input"), wants[r], 0.0, 0.0)
+            compare_rel(f"rank {r}, item {src}", g, w, 0.0, exact=True)
+        compare_rel(f"rank {r}'s input (must not change)", out.get("input"), wants[r], 0.0, exact=True)
+        if n > 1 and any(a for i, a in enumerate(out.get("aliases") or []) if i != r):
+            raise Fail(f"rank {r}: an item of the list is the input tensor itself; each item must be a tensor of "
+                       "its own.")
 
 
-def _bcast(name: str, n: int, shape: tuple[int, ...], dtype: str, src: int | None, visible: bool, hint: str) -> None:
-    SUITE.add(name, _run_broadcast, _judge_broadcast,
-              params={"world_size": n, "shape": list(shape), "dtype": dtype, "src": src}, visible=visible, hint=hint)
+# --------------------------------------------------------------------------- diagnoses
+
+def _lists(raw: Any) -> list | None:
+    if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+        return None
+    return raw
 
 
-def _gather(name: str, n: int, shape: tuple[int, ...], dtype: str, visible: bool, hint: str) -> None:
-    SUITE.add(name, _run_gather, _judge_gather, params={"world_size": n, "shape": list(shape), "dtype": dtype},
-              visible=visible, hint=hint)
+@SUITE.diagnose("broadcast ignores src", "the ranks ended with rank 0's tensor although src was another rank: "
+                "the sender is `src`, and every other rank (rank 0 included) receives from it.")
+def _ignores_src(raw: Any, p: dict, ctx: Judged) -> bool:
+    src = p.get("src") or 0
+    raw = _lists(raw)
+    return bool(raw and src and "tensor" in raw[0] and all(
+        isinstance(o.get("tensor"), np.ndarray) and np.array_equal(o["tensor"], ctx.inputs[0])
+        for r, o in enumerate(raw) if r != src))
 
 
-_bcast("broadcast: 2 ranks from rank 0 (default src)", 2, (6,), "float32", None, True,
-       "the source sends its tensor to every other rank; every other rank receives into its tensor.")
-_bcast("broadcast: 3 ranks from rank 2", 3, (5,), "float64", 2, True,
-       "use `src` for the sender, and skip it in the list of receivers.")
-_bcast("broadcast: 4 ranks, 2x3 matrix from rank 1", 4, (2, 3), "float64", 1, False,
-       "recv writes into the tensor you pass it: receive straight into `tensor`.")
-_bcast("broadcast: 1 rank", 1, (3,), "float32", 0, False, "with one rank there is nobody to send to.")
-_gather("all_gather: 2 ranks", 2, (4,), "float32", True,
-        "every rank needs every other rank's tensor: pair each send with a recv posted by the peer.")
-_gather("all_gather: 3 ranks", 3, (5,), "float64", True,
-        "with three or more ranks, blocking send/recv in the same order everywhere can deadlock: use isend/irecv "
-        "or order the pairs.")
-_gather("all_gather: 4 ranks, 2x2 matrices", 4, (2, 2), "float32", False,
-        "receive into fresh tensors (torch.empty_like) and keep the input unchanged.")
-_gather("all_gather: 1 rank", 1, (3,), "float64", False, "with one rank the list holds a copy of the tensor itself.")
+@SUITE.diagnose("items in the wrong order", "item k of the list holds another rank's tensor: put what came from "
+                "rank k at index k (receive from rank k into list[k]), your own at index rank.")
+def _order(raw: Any, p: dict, ctx: Judged) -> bool:
+    raw = _lists(raw)
+    if not raw or "list" not in raw[0]:
+        return False
+    for o in raw:
+        for k, g in enumerate(o.get("list") or []):
+            owners = [j for j, w in enumerate(ctx.inputs) if isinstance(g, np.ndarray) and g.shape == w.shape
+                      and np.array_equal(g, w)]
+            if owners and k not in owners:
+                return True
+    return False
+
+
+@SUITE.diagnose("received into the input", "a rank's own tensor changed: receive into fresh tensors "
+                "(torch.empty_like(tensor)), never into the tensor you were given.")
+def _clobbered(raw: Any, p: dict, ctx: Judged) -> bool:
+    raw = _lists(raw)
+    return bool(raw and "input" in raw[0] and any(
+        isinstance(o.get("input"), np.ndarray) and not np.array_equal(o["input"], ctx.inputs[r])
+        for r, o in enumerate(raw)))
+
+
+# --------------------------------------------------------------------------- the tests
+
+def _bcast(name: str, n: int, shape: tuple[int, ...], dtype: str, src: int | None, visible: bool = True) -> None:
+    SUITE.add(name, run_broadcast, judge_broadcast,
+              params={"world_size": n, "shape": list(shape), "dtype": dtype, "src": src}, visible=visible)
+
+
+def _gather(name: str, n: int, shape: tuple[int, ...], dtype: str, visible: bool = True) -> None:
+    SUITE.add(name, run_gather, judge_gather, params={"world_size": n, "shape": list(shape), "dtype": dtype},
+              visible=visible)
+
+
+_bcast("broadcast: 2 ranks from rank 0 (default src)", 2, (6,), "float32", None)
+_bcast("broadcast: 3 ranks from rank 2", 3, (5,), "float64", 2)
+_gather("all_gather: 2 ranks", 2, (4,), "float32")
+_gather("all_gather: 3 ranks", 3, (5,), "float64")
