@@ -94,6 +94,22 @@ def one_process(config):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 # %% [markdown]
+# ## Your tools
+#
+# Every case calls `on_step(step, model, batch, loss)` after each optimizer step, on every rank;
+# `run(n, on_step=f)` puts your function `f` there, so a tool attaches without editing the case.
+#
+# | question | tool |
+# |---|---|
+# | where is each rank stuck? | `run(n)`: the launcher prints the stuck-rank report at the timeout; `exc.ranks` lists the ranks still running |
+# | which collective differs? | `exc = run(n, env={"TORCH_DISTRIBUTED_DEBUG": "DETAIL"}, timeout=20)`, then `debugging.parse_mismatch(str(exc))` |
+# | what did every rank enqueue? | `run(n, env={"TORCH_FR_BUFFER_SIZE": "2000"}, on_step=start)` with a `start` that enters `debugging.FlightRecorder(folder, after=2)` once; then `debugging.analyse_flight_records(debugging.read_flight_records(folder))` |
+# | do the replicas still agree? | an `on_step` that calls `detector.check(step)` on a `debugging.DivergenceDetector(model)` made at its first call |
+# | does it match one process? | `one_step = {**lab.config(n), "n": WORLD * lab.config(n)["batch_size"], "epochs": 1}`; `debugging.first_difference(results[0]["params"], one_process(one_step))` |
+# | what did each rank read, and when? | an `on_step` that writes `debugging.rank_logger(folder).info(...)`; `debugging.read_logs(folder)` merges the files |
+#
+# In each "investigate" cell, replace the `raise` line with your investigation.
+#
 # ## Case 1
 #
 # Read the code, then run it. (`lab.config(1)` is its config; every case's `on_step(...)` line is a
