@@ -12,13 +12,14 @@ tensor (an FSDP ``DTensor``) only the local shard counts, because that is what t
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 from torch import nn
 
 __all__ = ["tensor_bytes", "parameter_bytes", "gradient_bytes", "state_bytes", "SavedActivations",
-           "zero_bytes_per_rank", "STAGES"]
+           "zero_bytes_per_rank", "resident_bytes", "STAGES"]
 
 STAGES = ("DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3")
 
@@ -74,6 +75,21 @@ class SavedActivations:
 
     def __exit__(self, *exc: Any) -> None:
         self._hooks.__exit__(*exc)
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory (RSS) in bytes, as the operating system counts it; None where unknown."""
+    try:  # Linux
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # elsewhere, if psutil happens to be installed
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # noqa: BLE001 (no way to read it here: say so instead)
+        return None
 
 
 def zero_bytes_per_rank(numel: int, world_size: int, stage: str, param: int = 2, grad: int = 2,

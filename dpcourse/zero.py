@@ -27,7 +27,7 @@ the step the unsharded one takes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -60,10 +60,12 @@ class ZeroOptimizer:
     construction (rank 0's are broadcast, once). ``master_dtype=torch.float32`` with a bfloat16 model
     keeps an fp32 master copy of the shard (mixed precision: the optimizer steps in fp32, the model
     computes in bf16). A parameter whose ``.grad`` is None counts as a zero gradient.
+    ``reduce_scatter(output, input)`` replaces ``torch.distributed.reduce_scatter_single`` (lesson 09
+    plugs in a ring written by hand).
     """
 
     def __init__(self, params: Iterable[Any], optimizer_class: type, *, master_dtype: torch.dtype | None = None,
-                 group: Any = None, **defaults: Any) -> None:
+                 group: Any = None, reduce_scatter: Callable | None = None, **defaults: Any) -> None:
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError("ZeroOptimizer needs a process group: create it inside a worker started by "
                                "dpcourse.launch (or after torch.distributed.init_process_group).")
@@ -77,6 +79,7 @@ class ZeroOptimizer:
             raise ValueError("ZeroOptimizer needs every parameter in one dtype on one device: convert the model "
                              "first (model.float() / model.to(device)).")
         self.group = group
+        self.reduce_scatter = reduce_scatter or (lambda out, inp: dist.reduce_scatter_single(out, inp, group=group))
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
         self.numel = sum(p.numel() for p in self.params)
         self.start, self.stop = shard_bounds(self.numel, self.world_size, self.rank)
@@ -135,7 +138,7 @@ class ZeroOptimizer:
         padding = self.flat.numel() - self.numel
         flat_grad = torch.cat(grads + [grads[0].new_zeros(padding)])
         my_grad = flat_grad.new_empty(self.stop - self.start)
-        dist.reduce_scatter_single(my_grad, flat_grad, group=self.group)  # the sum over ranks of my shard only
+        self.reduce_scatter(my_grad, flat_grad)  # the sum over ranks of my shard only
         self.grad_shard.copy_(my_grad).div_(self.world_size)  # mean, like DDP; cast to the master dtype
         for piece, grad in self.pieces:
             piece.grad = grad

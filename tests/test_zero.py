@@ -262,3 +262,44 @@ def test_alpha_beta_prediction_equals_what_the_simulated_link_charges():
     wire_s, flat = dpcourse.launch(_on_a_link, 2, network=link, timeout=120)[0]
     predicted = predict_seconds(step_traffic("ZeRO-1", flat, 2), 2, link.latency, 1 / link.bandwidth)
     assert wire_s == pytest.approx(predicted, rel=0.02)
+
+
+def _custom_reduce_scatter() -> dict:
+    used = []
+
+    def by_hand(output: torch.Tensor, input: torch.Tensor) -> None:  # all-reduce, keep my chunk: slow but right
+        used.append(input.numel())
+        full = input.clone()
+        dist.all_reduce(full)
+        output.copy_(full.chunk(dist.get_world_size())[dist.get_rank()])
+
+    cls, options = OPTIMIZERS["adamw"]
+    model = _model()
+    opt = ZeroOptimizer(_groups(model), cls, reduce_scatter=by_hand, **options)
+    r, w = dist.get_rank(), dist.get_world_size()
+    per = BATCH // w
+    for x, y in _batches(3):
+        nn.functional.cross_entropy(model(x[r * per:(r + 1) * per]), y[r * per:(r + 1) * per]).backward()
+        opt.step()
+        opt.zero_grad()
+    return {"params": {k: v.clone() for k, v in model.state_dict().items()}, "used": used, "flat": opt.flat.numel()}
+
+
+def test_a_reduce_scatter_of_ones_own_plugs_in():
+    reference = _train("adamw", 3, zero=False)
+    for out in dpcourse.launch(_custom_reduce_scatter, 3, timeout=120):
+        assert out["used"] == [out["flat"]] * 3  # once per step, on the whole padded flat gradient
+        for k, want in reference["params"].items():
+            assert (out["params"][k] - want).abs().max().item() < 1e-12, k
+
+
+def test_resident_bytes_sees_a_tensor_being_touched():
+    from dpcourse.memory import resident_bytes
+
+    before = resident_bytes()
+    if before is None:
+        pytest.skip("this system gives no resident-memory figure")
+    big = torch.ones(64 * 2**20 // 4)  # 64 MB, written, so its pages are resident
+    grown = resident_bytes() - before
+    assert grown >= 48 * 2**20, grown
+    del big
