@@ -649,6 +649,12 @@ print(", ".join(f"{k}: {v:.1f} s" for k, v in timings.items()),
 assert hang_fix_diff < 1e-9 and diverge_fix_diff < 1e-9 and avg_fix_diff < 1e-9 and join_diff < 1e-9
 assert abs(update_ratio - 1 / WORLD) < 1e-9, "AVG then / world makes every update world times too small"
 assert drifted[0]["divergence"].parameter == "0.weight", "the unfrozen layer is the first to split"
+try:  # every hang above ended at its timeout, and the launcher reaped every worker it started
+    os.waitpid(-1, os.WNOHANG)
+    left_behind = True
+except ChildProcessError:
+    left_behind = False
+assert not left_behind, "a worker process outlived its launch"
 print("lesson 11 checks passed")
 
 # %% [markdown]
