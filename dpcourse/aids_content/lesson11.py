@@ -35,25 +35,34 @@ SUMMARY = {
 TERMS = {
     "mismatched collectives": "ranks calling different collectives (or a different number of them): a hang or a crash",
     "stuck-rank report": "the launcher's stacks of every rank still running when the timeout hits",
-    "TORCH_DISTRIBUTED_DEBUG=DETAIL": "checks each collective's fingerprint across ranks first and raises at the first mismatch",
-    "sequence number": "the position of a collective in its process group's order; DETAIL counts from 0, the flight recorder from 1",
-    "flight recorder": "a per-rank ring buffer of the last collectives enqueued (TORCH_FR_BUFFER_SIZE), dumped when a job hangs",
-    "divergence detector": "per-parameter checksums all-gathered every k steps; names the first step and parameter where ranks split",
-    "double averaging": "dividing by the world size twice (ReduceOp.AVG and a division, or a scaled loss on top of DDP)",
+    "TORCH_DISTRIBUTED_DEBUG=DETAIL": "checks each collective's fingerprint across ranks first and raises at "
+                                      "the first mismatch",
+    "sequence number": "the position of a collective in its process group's order; DETAIL counts from 0, the "
+                       "flight recorder from 1",
+    "flight recorder": "a per-rank ring buffer of the last collectives enqueued (TORCH_FR_BUFFER_SIZE), dumped "
+                       "when a job hangs",
+    "divergence detector": "per-parameter checksums all-gathered every k steps; names the first step and "
+                           "parameter where ranks split",
+    "double averaging": "dividing by the world size twice (ReduceOp.AVG and a division, or a scaled loss on top "
+                        "of DDP)",
     "Join": "lets a rank that ran out of data shadow the others' collectives until every rank is done",
-    "checkpoint race": "a rank reading a checkpoint another rank is still writing; fixed by an atomic rename and a barrier",
+    "checkpoint race": "a rank reading a checkpoint another rank is still writing; fixed by an atomic rename "
+                       "and a barrier",
 }
 
 QUIZ = [
     {"q": "The stuck-rank report shows rank 0 in dist.barrier() and rank 1 in an all-reduce. What is the bug?",
-     "choices": ["A slow network", "A collective called on one rank only", "Too small a timeout", "A deadlock inside gloo"],
+     "choices": ["A slow network", "A collective called on one rank only", "Too small a timeout", "A deadlock "
+                                                                                                  "inside gloo"],
      "answer": 1,
-     "why": "Two ranks waiting in two different collectives: they will never meet. Look for an `if rank == ...` around a collective."},
+     "why": "Two ranks waiting in two different collectives: they will never meet. Look for an `if rank == ...` "
+            "around a collective."},
     {"q": "DETAIL reports SequenceNumber=9. What number does the flight recorder give the same collective?",
      "choices": ["9", "10", "8", "It cannot know"],
      "answer": 1,
      "why": "DETAIL counts a group's collectives from 0, the flight recorder from 1."},
-    {"q": "All ranks hold identical parameters, yet the model differs from one process on the global batch. Which family?",
+    {"q": "All ranks hold identical parameters, yet the model differs from one process on the global batch. "
+          "Which family?",
      "choices": ["Divergence between ranks", "Wrong averaging", "A hang", "A checkpoint race"],
      "answer": 1,
      "why": "Every rank makes the same mistake, so they agree; only a comparison with one process shows the factor."},
@@ -68,30 +77,37 @@ QUIZ = [
 ]
 
 MNEMONIC = ("**H**ang, **D**rift, **A**verage, **O**rder, **U**neven, **R**ace - *Hard Days Are Over Use Reports*: "
-            "the report first (stuck stacks, DETAIL, flight recorder), then checksums, one-process comparison and logs.")
+            "the report first (stuck stacks, DETAIL, flight recorder), then checksums, one-process comparison "
+            "and logs.")
 
 KEY_POINTS = [
     ("A collective completes only when every rank calls the same one; a collective inside an if on one rank hangs.",
      "Like a meeting that starts only when everyone is in the room: one person waiting in the wrong room keeps "
      "everybody waiting."),
     ("The stuck-rank report shows where each rank waits; two ranks in two different collectives is a mismatch.",
-     "Like asking every lost hiker for their position: two of them at different trailheads explains why they never met."),
-    ("TORCH_DISTRIBUTED_DEBUG equals DETAIL compares each collective's fingerprint first and names the first one that differs.",
+     "Like asking every lost hiker for their position: two of them at different trailheads explains why they "
+     "never met."),
+    ("TORCH_DISTRIBUTED_DEBUG equals DETAIL compares each collective's fingerprint first and names the first "
+     "one that differs.",
      "Like checking everyone's ticket at the gate instead of discovering the wrong train at the last stop."),
-    ("A checksum per parameter, compared across ranks every few steps, names the step and the layer where replicas split.",
+    ("A checksum per parameter, compared across ranks every few steps, names the step and the layer where "
+     "replicas split.",
      "Like comparing the copies of a document page by page until the first page that differs."),
     ("If all ranks agree but differ from one process, the averaging is wrong, usually by a factor of the world size.",
-     "Like every clerk in an office making the same conversion mistake: they agree with each other, and are all wrong."),
+     "Like every clerk in an office making the same conversion mistake: they agree with each other, and are all "
+     "wrong."),
 ]
 
 CARDS = [
     ("Rank 0 logs and calls dist.barrier() inside `if rank == 0`. What happens?",
      "A hang (or an error under DETAIL): rank 0 waits in the barrier while the others wait in the next all-reduce."),
     ("How do you find the step and layer where replicas split?",
-     "A divergence detector: per-parameter checksums all-gathered every k steps; the first step and parameter where a rank "
+     "A divergence detector: per-parameter checksums all-gathered every k steps; the first step and parameter "
+     "where a rank "
      "differs from rank 0."),
     ("The replicas agree but training is slower than one process with the same global batch. First suspect?",
      "Averaging twice (ReduceOp.AVG and a division, or a loss divided by the world size on top of DDP)."),
     ("How do you make a checkpoint safe to read from other ranks?",
-     "One rank writes to a temporary name and os.replace's it; a barrier before anyone reads, and another before the next write."),
+     "One rank writes to a temporary name and os.replace's it; a barrier before anyone reads, and another "
+     "before the next write."),
 ]

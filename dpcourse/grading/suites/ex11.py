@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from dpcourse.debugging_lab import FAMILIES, WORLD, DebuggingLab, reference
 from dpcourse.grading.framework import Context, Fail, Suite
 from dpcourse.grading.suites._common import compare
@@ -189,10 +188,11 @@ def _judge_fix(raw: Any, p: dict, seed: int) -> None:
     number = _number(lab, family)
     case = lab.cases[number]
     if "hung" in raw:
-        raise Fail(f"fixed_{number} did not finish: rank(s) {raw['hung']} were still running after {raw['seconds']:g} s "
-                   "(a hang, a deadlock if the stacks show them waiting in collectives). A longer timeout or a try/except only "
-                   "hides a hang; make every rank call the same collectives in the same order." + (" (Join lets a rank that ran out of data shadow the others.)"
-                                           if family == "uneven inputs" else ""))
+        join = " (Join lets a rank that ran out of data shadow the others.)" if family == "uneven inputs" else ""
+        raise Fail(f"fixed_{number} did not finish: rank(s) {raw['hung']} were still running after "
+                   f"{raw['seconds']:g} s (a hang, a deadlock if the stacks show them waiting in collectives). "
+                   "A longer timeout or a try/except only hides a hang; make every rank call the same collectives "
+                   "in the same order." + join)
     if "failed" in raw:
         raise Fail(f"fixed_{number} did not finish: {raw['failed']}")
     ranks = raw["ranks"]
