@@ -97,7 +97,7 @@ def test_keys_keep_each_students_folder(tmp_path):
 
 def test_folders_are_searched_for_notebooks(tmp_path, capsys):
     for rel in ("alice/04_ring.ipynb", "bob/sub/04_ring.ipynb", "bob/.ipynb_checkpoints/04_ring-checkpoint.ipynb",
-                "bob/notes.txt"):
+                "bob/notes.txt", "__MACOSX/alice/._04_ring.ipynb"):
         (tmp_path / "class" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "class" / rel).write_text("{}")
     (tmp_path / "empty").mkdir()

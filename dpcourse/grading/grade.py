@@ -104,15 +104,16 @@ def _guess(defined: set[str]) -> str | None:
 
 
 def collect(paths: list[Path]) -> list[tuple[Path, Path | None]]:
-    """Every submission in ``paths``: files as given, folders searched for ``*.ipynb`` (checkpoints and
-    hidden folders left out). Each comes with the folder argument it was found in (None for a file)."""
+    """Every submission in ``paths``: files as given, folders searched for ``*.ipynb`` (checkpoints, hidden
+    files and folders, and the ``__MACOSX`` folder of a zip made on a Mac left out). Each comes with the
+    folder argument it was found in (None for a file)."""
     found: list[tuple[Path, Path | None]] = []
     for path in map(Path, paths):
         if not path.is_dir():
             found.append((path, None))
             continue
         notebooks = sorted(p for p in path.rglob("*.ipynb")
-                           if not any(part.startswith(".") for part in p.relative_to(path).parts))
+                           if not any(part.startswith(".") or part == "__MACOSX" for part in p.relative_to(path).parts))
         if not notebooks:
             print(f"dpcourse grade: no .ipynb notebook in {path}/ (or its folders): nothing graded there.",
                   file=sys.stderr)
