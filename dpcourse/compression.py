@@ -172,6 +172,8 @@ def topk_hook(state: TopKState, bucket: dist.GradBucket) -> torch.futures.Future
     world = dist.get_world_size(group)
     grad = bucket.buffer()
     residual = state.residuals.get(bucket.index())
+    if residual is not None and residual.shape != grad.shape:
+        residual = None  # DDP rebuilt its buckets after the first step: bucket i now holds other gradients
     corrected = grad + residual if state.error_feedback and residual is not None else grad.clone()
     k = state.k_for(corrected.numel())
     indices = corrected.abs().topk(k, sorted=False).indices

@@ -80,6 +80,19 @@
 # Don't add the residual into `bucket.buffer()` in place *and* into `corrected`: that adds it twice.
 #
 # </details>
+#
+# <details><summary>Hint 5 (the answer, in outline)</summary>
+#
+# ```text
+# corrected = bucket.buffer() + state.residuals[i]   (or a copy of the buffer at the first step)
+# indices   = top-k of corrected.abs();  values = corrected[indices]
+# state.residuals[i] = corrected with corrected[indices] set to 0
+# start all_gather_single(all_values, values) and all_gather_single(all_indices, indices), async
+# when both are done: dense = zeros; for r in ranks: dense.index_add_(0, indices of r, values of r)
+# deliver dense / world_size through the future
+# ```
+#
+# </details>
 
 # %%
 import numpy as np
