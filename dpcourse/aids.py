@@ -263,20 +263,29 @@ def _quiz_widget(c: ModuleType) -> Any:
 
 
 def build_widget(lesson: str, review: str | None = None) -> Any:
-    """The interactive aids of ``lesson`` as one ipywidgets widget (tabs: summary, terms, cards, quiz, mnemonic,
-    listen, review); ``review`` is the "Review due" line shown under the title."""
+    """The interactive aids of ``lesson`` as one ipywidgets widget: the title and a live "Review due: N" line,
+    then tabs (summary, terms, cards, quiz, mnemonic, listen, review); ``review``, the line computed when
+    the lesson was opened, adds its note when the history needed attention."""
     import ipywidgets as w
 
     from dpcourse import listen
     from dpcourse import review as reviewing
 
     c = load(lesson)
+    due_line = w.HTML()
     terms = "\n".join(f"- **{term}**: {definition}" for term, definition in c.TERMS.items())
     tabs = w.Tab(children=[_summary_widget(c), _markdown_output(terms), _flashcards_widget(c), _quiz_widget(c),
-                           _markdown_output(c.MNEMONIC), listen.listen_widget(lesson), reviewing.widget()])
+                           _markdown_output(c.MNEMONIC), listen.listen_widget(lesson),
+                           reviewing.widget(on_change=lambda n: setattr(due_line, "value", _review_html(n)))])
     for i, title in enumerate(TAB_TITLES):
         tabs.set_title(i, title)
-    return w.VBox([w.HTML(f"<h3>{_escape(c.TITLE)}</h3>"), tabs] + ([_markdown_output(review)] if review else []))
+    note = [_markdown_output(review)] if review and "Note:" in review else []
+    return w.VBox([w.VBox([w.HTML(f"<h3>{_escape(c.TITLE)}</h3>"), due_line, *note]), tabs])
+
+
+def _review_html(due: int) -> str:
+    return (f"<b>Review due: {due}</b> card{'s' if due != 1 else ''} from the lessons you have opened: "
+            "see the Review tab, or run <code>dpcourse review</code> in a terminal.")
 
 
 class _Aids:

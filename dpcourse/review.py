@@ -360,8 +360,11 @@ def main(args: Any) -> int:
 
 # --------------------------------------------------------------------------- notebook widget
 
-def widget(lesson: str | None = None) -> Any:
-    """A review widget for the notebook: the due cards one by one, Show answer, then Again/Hard/Good/Easy."""
+def widget(lesson: str | None = None, on_change: Callable[[int], None] | None = None) -> Any:
+    """A review widget for the notebook: the due cards one by one, Show answer, then Again/Hard/Good/Easy.
+
+    ``on_change(n)`` is called with the number of due cards whenever it changes (the aids' "Review due" line).
+    """
     import html
 
     import ipywidgets as w
@@ -380,6 +383,8 @@ def widget(lesson: str | None = None) -> Any:
         note.value = f"<span style='color:firebrick'>{html.escape(d.problem)}</span>" if d.problem else ""
         due = d.due(lesson=lesson)
         header.value = f"<b>Review due: {len(due)}</b> (lessons opened: {', '.join(sorted(d.opened)) or 'none'})"
+        if on_change is not None:
+            on_change(len(due))
         state["card"] = due[0] if due else None
         for b in rate:
             b.disabled = True

@@ -45,19 +45,38 @@ def test_listen_tab_plays_and_highlights(lab):  # noqa: F811
             if spoken is None:
                 assert "apt-get install flite sox" in text
                 page.screenshot(path=str(SHOTS / "listen_fallback.png"))
-                return
-            player = page.locator(".dpl-listen audio").first
-            player.wait_for(timeout=30_000)
-            assert page.locator(".dpl-listen li[data-start]").count() == len(spoken["lines"])
-            duration = player.evaluate("a => new Promise(done => a.readyState >= 1 ? done(a.duration) : "
-                                       "a.addEventListener('loadedmetadata', () => done(a.duration)))")
-            assert abs(duration - spoken["duration_s"]) < 1.0, "the browser does not decode the audio it was given"
-            third = spoken["lines"][2]
-            player.evaluate(f"a => {{ a.currentTime = {(third['start'] + third['end']) / 2}; "
-                            "a.dispatchEvent(new Event('timeupdate')); }")
-            now = page.locator(".dpl-listen li.dpl-now")
-            assert now.count() == 1, "the line being spoken is not highlighted"
-            assert third["text"][:40] in now.inner_text()
-            page.screenshot(path=str(SHOTS / "listen_player.png"))
+            else:
+                _check_player(page, spoken)
+            _check_review_tab(page)
         finally:
             browser.close()
+
+
+def _check_player(page, spoken: dict) -> None:
+    """Chromium decodes the built dialogue, and a timeupdate highlights the line at that time."""
+    player = page.locator(".dpl-listen audio").first
+    player.wait_for(timeout=30_000)
+    assert page.locator(".dpl-listen li[data-start]").count() == len(spoken["lines"])
+    duration = player.evaluate("a => new Promise(done => a.readyState >= 1 ? done(a.duration) : "
+                               "a.addEventListener('loadedmetadata', () => done(a.duration)))")
+    assert abs(duration - spoken["duration_s"]) < 1.0, "the browser does not decode the audio it was given"
+    third = spoken["lines"][2]
+    player.evaluate(f"a => {{ a.currentTime = {(third['start'] + third['end']) / 2}; "
+                    "a.dispatchEvent(new Event('timeupdate')); }")
+    now = page.locator(".dpl-listen li.dpl-now")
+    assert now.count() == 1, "the line being spoken is not highlighted"
+    assert third["text"][:40] in now.inner_text()
+    page.screenshot(path=str(SHOTS / "listen_player.png"))
+
+
+def _check_review_tab(page) -> None:
+    """The Review tab: show a card, rate it Good; the answer is saved and the count drops by one."""
+    from dpcourse import review
+
+    before = len(review.deck().due())
+    page.locator(".jp-OutputArea-output .lm-TabBar-tabLabel", has_text=re.compile("^Review$")).first.click()
+    page.get_by_role("button", name="Show answer").first.click()
+    page.get_by_role("button", name="Good (3)").first.click()
+    page.get_by_text(f"Review due: {before - 1}").first.wait_for(timeout=15_000)
+    assert review.deck().reviews == 1, "the kernel did not save the answer to the learner's history"
+    page.screenshot(path=str(SHOTS / "review_tab.png"))

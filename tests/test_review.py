@@ -235,3 +235,18 @@ def test_bad_ratings_and_naive_times_are_clear_errors():
 
 def test_history_lives_under_dpcourse_home(fresh_home):
     assert review.history_path() == Path(fresh_home) / "review" / "history.jsonl"
+
+
+def test_aids_review_line_follows_the_review_tab():
+    pytest.importorskip("ipywidgets")
+    review.record_opened("03", T0)
+    n = len(review.deck().due())
+    ui = aids.build_widget("03")
+    line = ui.children[0].children[1]
+    assert f"Review due: {n}</b>" in line.value
+    tabs = ui.children[1]
+    tab = tabs.children[aids.TAB_TITLES.index("Review")]
+    show, *rate = tab.children[2].children
+    show.click()
+    rate[3].click()  # Easy
+    assert f"Review due: {n - 1}</b>" in line.value
