@@ -2,6 +2,8 @@
 # expect: full
 def broadcast_by_hand(tensor, src=0):
     rank, world = dist.get_rank(), dist.get_world_size()
+    if not 0 <= src < world:
+        raise ValueError(f"src must be a rank from 0 to {world - 1}, got {src}")
     if rank == src:
         for peer in range(world):
             if peer != src:

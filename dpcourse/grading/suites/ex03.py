@@ -36,6 +36,36 @@ def run_gather(learner: Any, p: dict, ctx: Context) -> dict:
     return {"list": list(out) if ok_type else None, "type": type(out).__name__, "input": t, "aliases": aliases}
 
 
+def run_bad_src(learner: Any, p: dict, ctx: Context) -> dict:
+    """What broadcast_by_hand raised for each src that is not a rank: [type name, is a ValueError, message]."""
+    import torch
+
+    out = {}
+    for bad in (ctx.world_size, -1):
+        try:
+            learner.broadcast_by_hand(torch.zeros(3), src=bad)
+            out[str(bad)] = None
+        except NotImplementedError:
+            raise
+        except Exception as exc:  # noqa: BLE001  which exception is exactly what is graded
+            out[str(bad)] = [type(exc).__name__, isinstance(exc, ValueError), str(exc)[:200]]
+    return out
+
+
+def judge_bad_src(raw: Any, p: dict, ctx: Judged) -> None:
+    n = p["world_size"]
+    for r, out in enumerate(reports(raw, n)):
+        for bad in (n, -1):
+            got = out.get(str(bad))
+            if got is None:
+                raise Fail(f"rank {r}: broadcast_by_hand(tensor, src={bad}) with {n} ranks raised nothing: raise "
+                           f"ValueError saying that src must be a rank from 0 to {n - 1}.")
+            if not got[1]:
+                raise Fail(f"rank {r}: src={bad} raised {got[0]}, expected ValueError.")
+            if not str(got[2]).strip():
+                raise Fail(f"rank {r}: src={bad}: the ValueError has no message; say which values are allowed.")
+
+
 def judge_broadcast(raw: Any, p: dict, ctx: Judged) -> None:
     n, src = p["world_size"], p["src"] or 0
     raw = reports(raw, n)
@@ -129,5 +159,7 @@ def _gather(name: str, n: int, shape: tuple[int, ...], dtype: str, visible: bool
 
 _bcast("broadcast: 2 ranks from rank 0 (default src)", 2, (6,), "float32", None)
 _bcast("broadcast: 3 ranks from rank 2", 3, (5,), "float64", 2)
+SUITE.add("broadcast: a src that is not a rank raises ValueError", run_bad_src, judge_bad_src,
+          params={"world_size": 2}, inputs=None)
 _gather("all_gather: 2 ranks", 2, (4,), "float32")
 _gather("all_gather: 3 ranks", 3, (5,), "float64")

@@ -158,6 +158,12 @@ def _judge_no_sync(raw: Any, p: dict, ctx: Judged) -> None:
     c = _config(seed, **p["configs"][0])
     micro = c["n"] // (p["world_size"] * c["batch_size"]) * c["epochs"]
     expected = micro - micro // c["accumulate"]
+    steps = micro // c["accumulate"]
+    for r in range(p["world_size"]):  # counted by the grader's process group, whatever the code patched
+        reduced = ctx.ops(r).get("allreduce", 0)
+        if reduced != steps:
+            raise Fail(f"rank {r}: {reduced} gradient all-reduces reached the process group in {steps} optimizer steps "
+                       f"of {c['accumulate']} micro-batches; expected one per optimizer step (no_sync on the others).")
     for r, runs in enumerate(raw):
         if runs[0]["no_sync"] != expected:
             raise Fail(f"rank {r} entered ddp.no_sync() {runs[0]['no_sync']} times in {micro} micro-batches; "
@@ -183,6 +189,12 @@ def _judge_checkpoint(raw: Any, p: dict, ctx: Judged) -> None:
     for r in range(len(ranks)):
         if ranks[r][1]["load"] < 1:
             raise Fail(f"rank {r} did not torch.load the checkpoint when resuming: every rank loads it.")
+    saved = p["configs"][-1]["epochs"]  # one checkpoint per epoch trained, over both runs
+    for r in range(len(ranks)):
+        barriers = ctx.ops(r).get("barrier", 0)
+        if barriers < saved:
+            raise Fail(f"rank {r} waited at dist.barrier() {barriers} time(s) for {saved} checkpoints: after rank 0 "
+                       "saves, every rank waits at the barrier (so nobody reads a half-written file).")
 
 
 def _judge_resume(raw: Any, p: dict, ctx: Judged) -> None:
