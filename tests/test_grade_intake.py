@@ -251,3 +251,11 @@ def test_a_deadlock_reports_the_limit_that_was_set(graded_class):
         seconds = re.findall(r"(?:after|limit of) (\d+(?:\.\d+)?) s", text)
         assert seconds and all(float(s) == 6 for s in seconds), text
         assert "Hint:" not in text
+
+
+def test_no_stored_notebook_shows_a_bare_check_result():
+    for path in sorted([*ROOT.glob("lessons/*.ipynb"), *ROOT.glob("solutions/*.ipynb"), *ROOT.glob("exercises/*.ipynb")]):
+        for cell in json.loads(path.read_text())["cells"]:
+            for output in cell.get("outputs", []):
+                text = "".join(output.get("data", {}).get("text/plain", ""))
+                assert not text.startswith("CheckResult("), f"{path.name}: re-run it (check() now displays nothing more)"
