@@ -13,7 +13,12 @@
 # 3. write down a **diagnosis** in `diagnosis()` below;
 # 4. write **`fixed_<n>(config)`**: the same training without the bug. It must return what the broken
 #    one returns, end with the parameters one process computes on the global batch (to about 1e-9,
-#    everything is float64), call the same collectives on every rank, and finish.
+#    everything is float64), call the same collectives on every rank, and finish. Keep what the case
+#    is meant to do: a layer that is frozen for some steps stays frozen for them; a checkpoint is still
+#    written by the same rank and reloaded by every rank each epoch (the grader checks the epochs each
+#    rank reloaded); and with uneven inputs every sample is used — for that case "one process" means:
+#    each step, the sum of the gradients of the ranks that still have a batch, divided by the number of
+#    ranks (what `Join` computes).
 #
 # ## The diagnosis
 #
