@@ -653,7 +653,7 @@ print(f"same LR: {same[0]:.1f} % at batch {GLOBAL_BATCHES[0]} -> {same[-1]:.1f} 
 # rank keeps its core, as on a cluster where the slow GPU is someone else's.
 
 # %%
-FACTOR = 3
+FACTOR = 4
 STRAGGLE_LINK = links()["10GbE"]
 
 
@@ -715,14 +715,17 @@ ax.set_title(f"{MODEL} MLP, batch {BATCH} per rank, on {STRAGGLE_LINK.name}", fo
 plt.show()
 
 # %%
-# Rank 0 computes at full speed, yet its steps became much longer than when all ranks were equal:
-assert slowed[0]["step_ms"] > 1.4 * even[0]["step_ms"], "rank 0 should have waited for rank 1"
+# Rank 0 computes at full speed, yet it keeps the straggler's pace, and its steps grew:
+assert abs(slowed[0]["step_ms"] - slowed[1]["step_ms"]) < 0.25 * slowed[1]["step_ms"], "the ranks should move together"
+assert slowed[0]["step_ms"] > even[0]["step_ms"], "rank 0 should have waited for rank 1"
 
 # %% [markdown]
 # Rank 0 computed nothing slower, yet its steps grew to about the straggler's (the last line above
 # prints both ratios): it spent the difference waiting inside the all-reduce. The printed errors say
-# how well "the pace of the slowest rank" predicts the step on this run; the prediction takes its
-# compute time from separate, uncommunicating steps, so on a busy machine that number is noisy too. With thousands of GPUs the chance that *some* rank is slow in a
+# how well "the pace of the slowest rank" predicts the step on this run. The prediction takes its
+# compute time from separate steps in which both ranks compute at once; on a machine busy with
+# other programs, a rank can compute faster while its partner sleeps (fewer processes compete for
+# the cores), and then the prediction overshoots. With thousands of GPUs the chance that *some* rank is slow in a
 # given step grows, and the step time is the *maximum* over ranks — large jobs monitor per-rank step
 # times and replace slow nodes for that reason.
 #
