@@ -203,8 +203,27 @@ else:
 # all-reduce. The recorder's number is DETAIL's plus one (it counts from 1). On GPUs the same
 # recorder runs inside NCCL (`TORCH_FR_BUFFER_SIZE`, dumped on a watchdog timeout to
 # `TORCH_FR_DUMP_TEMP_FILE`, analysed with `python -m torch.distributed.flight_recorder.fr_trace`);
-# `tests/test_debugging.py` runs our helper on NCCL when a GPU is present.
-#
+# `tests/test_debugging.py` runs our helper on NCCL when a GPU is present, and so does the next cell.
+
+# %%
+def nccl_recorded(folder):
+    t = torch.ones(4, device=dpcourse.device())
+    with debugging.FlightRecorder(folder, after=30.0):
+        for _ in range(3):
+            dist.all_reduce(t)
+        torch.cuda.synchronize()
+    return True
+
+
+if torch.cuda.is_available() and debugging.flight_recorder_supported("nccl"):
+    nccl_folder = tempfile.mkdtemp(prefix="fr-nccl-")
+    dpcourse.launch(nccl_recorded, 1, nccl_folder, backend="nccl", env={"TORCH_FR_BUFFER_SIZE": "100"}, timeout=120)
+    entries = debugging.read_flight_records(nccl_folder)[0]["entries"]
+    print("NCCL flight recorder:", [(e["collective_seq_id"], e["profiling_name"]) for e in entries])
+else:
+    print("no GPU with NCCL here: the NCCL flight recorder is skipped (tests/test_debugging.py runs it on GPU machines).")
+
+# %% [markdown]
 # **The fix:** every rank calls the same collectives in the same order. Put the barrier outside the
 # `if`, or drop it — a barrier "to let the others catch up" buys nothing, the next all-reduce waits
 # anyway.
