@@ -217,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lesson", default=None, help="review only this lesson's cards")
     p.add_argument("--limit", type=int, default=None, help="stop after this many cards")
     p.add_argument("--status", action="store_true", help="only say what is due, per lesson")
+    p.add_argument("--now", default=None, metavar="WHEN",
+                   help="pretend it is this time (ISO date, e.g. 2027-01-15T09:00, UTC): try the schedule on simulated days")
     p.set_defaults(func=_cmd_review)
     return parser
 

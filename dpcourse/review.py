@@ -340,18 +340,26 @@ def status_text(now: datetime | None = None) -> str:
 
 
 def main(args: Any) -> int:
-    """``dpcourse review [--open NN] [--lesson NN] [--limit N] [--status]``."""
+    """``dpcourse review [--open NN] [--lesson NN] [--limit N] [--status] [--now WHEN]``."""
     try:
+        clock = _now
+        if getattr(args, "now", None):
+            try:
+                when = datetime.fromisoformat(args.now)
+            except ValueError:
+                raise ValueError(f"--now wants an ISO date and time such as 2027-01-15T09:00, not {args.now!r}") from None
+            when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+            clock = lambda: when  # noqa: E731
         if args.open:
             for lesson in args.open:
-                problem = record_opened(lesson)
+                problem = record_opened(lesson, clock())
                 if problem:
                     print("note: " + problem)
             print(f"added lesson(s) {', '.join(args.open)} to your review deck")
         if args.status:
-            print(status_text())
+            print(status_text(clock()))
             return 0
-        review_terminal(limit=args.limit, lesson=args.lesson)
+        review_terminal(limit=args.limit, lesson=args.lesson, clock=clock)
     except ValueError as e:
         print(f"dpcourse review: {e}")
         return 2

@@ -250,3 +250,21 @@ def test_aids_review_line_follows_the_review_tab():
     show.click()
     rate[3].click()  # Easy
     assert f"Review due: {n - 1}</b>" in line.value
+
+
+def test_cli_review_on_simulated_days(capsys, monkeypatch):
+    import io
+
+    from dpcourse import cli
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n4\n"))
+    assert cli.main(["review", "--open", "04", "--now", "2026-03-02T09:00", "--limit", "1"]) == 0
+    assert "saved (Easy)" in capsys.readouterr().out
+    assert review.deck().reviews == 1
+    cards = len(review.lesson_cards("04"))
+    assert cli.main(["review", "--status", "--now", "2026-03-02T09:05"]) == 0
+    assert f"lesson 04: {cards} cards, {cards - 1} due" in capsys.readouterr().out
+    assert cli.main(["review", "--status", "--now", "2027-03-02T09:00"]) == 0
+    assert f"lesson 04: {cards} cards, {cards} due" in capsys.readouterr().out  # a year later, all are due again
+    assert cli.main(["review", "--status", "--now", "next tuesday"]) == 2
+    assert "--now wants an ISO date" in capsys.readouterr().out
