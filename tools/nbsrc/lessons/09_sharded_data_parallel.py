@@ -21,6 +21,7 @@
 # %%
 import inspect
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -457,7 +458,7 @@ plt.show()
 
 # %% [markdown]
 # Read it per column. DDP holds everything; ZeRO-1 keeps 1/N of the optimizer state; FSDP's ZeRO-2
-# also halves the gradients, and between steps even the parameters, but right after forward it holds
+# also keeps 1/N of the gradients, and between steps of the parameters, but right after forward it holds
 # all of them again (the top part of its bar); ZeRO-3 holds only its shard plus, for a moment,
 # one layer. (FSDP gradients are its sharded `.grad`s; FSDP also keeps a few small buffers we do not
 # count.)
@@ -708,6 +709,7 @@ straight = dpcourse.launch(uninterrupted, 1, range(6))[0]
 gap = max(dpcourse.launch(fsdp_train, 4, str(folder), "resume", range(3, 6), straight, timeout=120))
 print(f"saved on 2 ranks, resumed on 4: every rank's parameters equal 6 uninterrupted steps within {gap:.1e}")
 assert gap < 1e-5
+shutil.rmtree(folder)                          # the checkpoint was only for this demonstration
 
 # %% [markdown]
 # One `.distcp` file per saving rank plus `.metadata`; four ranks read the pieces they need and
