@@ -196,7 +196,11 @@ def record_opened(lesson: str, when: datetime | None = None) -> str | None:
     """Note that the learner opened ``lesson`` (its cards join the deck). Returns a problem message or None."""
     from dpcourse.dialogue import normalise
 
-    return _update([_event("opened", when, lesson=normalise(lesson))])[1]
+    name = normalise(lesson)
+    events, problem = _update([])
+    if any(e["t"] == "opened" and e["lesson"] == name for e in events):
+        return problem  # once is enough: re-running a lesson's aids cell does not grow the history
+    return _update([_event("opened", when, lesson=name)])[1] or problem
 
 
 def record_review(card_id: str, rating: int, when: datetime | None = None) -> str | None:

@@ -217,6 +217,8 @@ def test_lesson_aids_records_the_lesson_and_shows_what_is_due(monkeypatch):
     aids.lesson_aids("02", widgets=False)
     assert "02" in review.deck().opened
     assert f"Review due: {len(review.lesson_cards('02'))}" in shown[0]["text/markdown"]
+    aids.lesson_aids("02", widgets=False)  # running the cell again adds nothing to the history
+    assert len(review.history_path().read_text().splitlines()) == 1
 
 
 def test_confusion_cards_are_in_the_deck():
