@@ -74,7 +74,8 @@ def test_identity_hook_is_bit_identical_to_default_ddp_at_2_and_3_ranks():
             for a, b in zip(default[r]["params"], hooked[r]["params"]):
                 assert torch.equal(a, b), f"world {world}, rank {r}"
         # the same bytes too: one float32 all-reduce of every gradient per step
-        assert [s.get("allreduce") for s in hooked[0]["bytes"][1:]] == [s.get("allreduce") for s in default[0]["bytes"][1:]]
+        sent = [s.get("allreduce") for s in hooked[0]["bytes"][1:]]
+        assert sent == [s.get("allreduce") for s in default[0]["bytes"][1:]]
 
 
 def test_hand_written_bf16_hook_equals_torchs_and_halves_the_bytes():
@@ -109,7 +110,8 @@ def test_topk_carries_error_feedback_and_it_matters():
     with_ef = _launch("topk-0.05", steps=4)
     without = _launch("topk-0.05", steps=4, error_feedback=False)
     norms = with_ef[0]["residuals"]
-    assert all(norms[s] and all(v > 0 for v in norms[s].values()) for s in range(4))  # a residual per bucket, every step
+    # a residual per bucket, every step
+    assert all(norms[s] and all(v > 0 for v in norms[s].values()) for s in range(4))
     assert without[0]["residuals"] == [{}] * 4
     assert not torch.equal(with_ef[0]["params"][-1], without[0]["params"][-1])
     # with error feedback, the sum of what was sent over the steps tracks the sum of the gradients:

@@ -36,8 +36,10 @@ SUMMARY = {
 }
 
 TERMS = {
-    "communication hook": "a function DDP calls per gradient bucket instead of its all-reduce; returns a future of the average",
-    "GradBucket": "what a hook receives: the flat buffer of this rank's gradients of a bucket, its index and parameters",
+    "communication hook": "a function DDP calls per gradient bucket instead of its all-reduce; returns a future "
+                          "of the average",
+    "GradBucket": "what a hook receives: the flat buffer of this rank's gradients of a bucket, its index and "
+                  "parameters",
     "bfloat16": "16-bit float with float32's 8 exponent bits and 7 mantissa bits: full range, about 3 digits",
     "float16": "16-bit float with 5 exponent bits and 10 mantissa bits: more digits, but small values underflow",
     "PowerSGD": "low-rank gradient compression: one power-iteration step per matrix, P and Q all-reduced",
@@ -123,7 +125,8 @@ KEY_POINTS = [
      "Like describing a photo by its main strokes, and adding back next time what the sketch left out."),
     ("Top-k sends only the largest entries with their indices; since every rank picks different ones, it needs "
      "all-gather, not all-reduce.",
-     "Like each reporter filing only their top stories: the editor must know which stories, not just how long they are."),
+     "Like each reporter filing only their top stories: the editor must know which stories, not just how long "
+     "they are."),
     ("Compression pays below a crossover bandwidth, where the wire time saved exceeds the time spent compressing.",
      "Like packing a suitcase tightly: worth it for a flight with strict limits, not for a drive to the next street."),
 ]
@@ -133,5 +136,6 @@ CARDS = [
      "than the fp32 all-reduce?",
      "k < n/2: the all-gather sends k (4 + 4) bytes per rank, the all-reduce 2 (N-1)/N * 4n = 4n bytes."),
     ("Why does the identity hook multiply by 1/N instead of dividing by N?",
-     "DDP multiplies by 1/N; g / 3 and g * (1/3) can differ in the last bit, so only the multiplication is bit-identical."),
+     "DDP multiplies by 1/N; g / 3 and g * (1/3) can differ in the last bit, so only the multiplication is "
+     "bit-identical."),
 ]

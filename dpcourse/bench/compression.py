@@ -50,7 +50,8 @@ def _model(name: str) -> nn.Module:
     return build_model(name, seed=0)
 
 
-def _batches(name: str, model: nn.Module, per_rank: int, world: int, steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(name: str, model: nn.Module, per_rank: int, world: int,
+             steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Global batches (the same on every rank), ``per_rank * world`` samples each."""
     if name == "lesson10":
         from dpcourse.data import digits_split
@@ -75,7 +76,8 @@ def load_hook(spec: str, state: str | None = None) -> tuple[Any, dict]:
         raise ValueError(f"--hook: there is no file {path!r}.")
     if file.suffix == ".ipynb":
         cells = json.loads(file.read_text()).get("cells", [])
-        graded = [c for c in cells if c.get("cell_type") == "code" and "graded" in c.get("metadata", {}).get("tags", [])]
+        graded = [c for c in cells
+                  if c.get("cell_type") == "code" and "graded" in c.get("metadata", {}).get("tags", [])]
         if not graded:
             raise ValueError(f"--hook: {path} has no code cell tagged 'graded'; export your hook to a .py file.")
         source = PRELUDE + "\n\n".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"]
