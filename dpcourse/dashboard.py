@@ -136,7 +136,7 @@ def dashboard(workers: tuple[int, ...] = (1, 2), model: str = "small", batch_siz
             head = f"link: {link if link is not None else demo.REAL_MACHINE}" + \
                 (f"<br>dilation: {dilation}" if dilation else "") + "".join(f"<br>{n}" for n in notes)
             status.value = f"{head}<br>running {len(settings)} settings x {repeats_w.value} repeat(s)..."
-            fig = plt.figure(figsize=(13, 4.4))
+            fig = plt.figure(figsize=(13, 5.4))
             plt.close(fig)  # drawn into the Output widget by hand, not by the inline backend
 
             def on_result(results: list[demo.Result], done: int, total: int) -> None:

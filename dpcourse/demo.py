@@ -389,7 +389,7 @@ def plot_results(results: list[Result], fig: "matplotlib.figure.Figure | None" =
     import matplotlib.pyplot as plt
 
     if fig is None:
-        fig = plt.figure(figsize=(13, 4.4))
+        fig = plt.figure(figsize=(13, 5.4))
     fig.clf()
     axes = fig.subplots(1, 3)
     cores = os.cpu_count() or 1
@@ -449,9 +449,9 @@ def plot_results(results: list[Result], fig: "matplotlib.figure.Figure | None" =
         ax.grid(alpha=0.3)
     for ax in axes:
         ax.set_ylim(bottom=0)
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=6, loc="best")
-    axes[1].legend(fontsize=6, loc="best")
+    for ax in axes[:2]:  # below the plots, where a legend can never cover a point or a line
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     repeats = max((r.repeats for r in results), default=1)
     links = sorted({r.link for rs in groups.values() for r in rs})
     lines = [f"measured on {cores} CPU core(s){_gpu_note()}, {repeats} repeat(s) per point, 1 thread per rank; "
@@ -628,7 +628,7 @@ def main(args: argparse.Namespace) -> int:
     if dilation:
         print(f"dilation: {dilation}")
     print(f"{len(settings)} settings x {repeats} repeat(s), {steps} timed steps each; plots and table go to {out}/")
-    fig = plt.figure(figsize=(13, 4.4))
+    fig = plt.figure(figsize=(13, 5.4))
     if live:
         plt.ion()
         plt.show()
