@@ -1,5 +1,5 @@
 # exercise: 09
-# expect: a parameter count that does not divide by 3 or 4 ranks (shards end inside parameters)
+# expect: a parameter count that does not divide by the world size (4 ranks: shards end inside parameters)
 # base: 09_good.py
 # Wrong: the pieces are cut from shards of numel // world_size elements, while the reduce-scatter hands out
 # shards of ceil(numel / world_size): when the count does not divide, the pieces no longer line up with
