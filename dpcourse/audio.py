@@ -259,7 +259,8 @@ def measure(meta: dict) -> dict:
     x, rate = decode(meta["path"])
     pitch = {}
     for speaker in sorted({line["speaker"] for line in meta["lines"]}):
-        parts = [x[int(line["start"] * rate):int(line["end"] * rate)] for line in meta["lines"] if line["speaker"] == speaker]
+        parts = [x[int(line["start"] * rate):int(line["end"] * rate)]
+                 for line in meta["lines"] if line["speaker"] == speaker]
         pitch[speaker] = round(median_pitch(np.concatenate(parts), rate), 1)
     duration = len(x) / rate
     return {"duration_s": round(duration, 2), "words": meta["words"], "words_per_s": round(meta["words"] / duration, 2),
@@ -282,7 +283,8 @@ def main(args: Any) -> int:
               f"Install one: {APT} (Debian/Ubuntu), brew install flite sox (macOS).")
         return 1
     if not has_sox():
-        print(f"note: sox is missing, so tracks are stored as WAV (about 8 MB a dialogue); {APT} gives Ogg (under 1 MB)")
+        print(f"note: sox is missing, so tracks are stored as WAV (about 8 MB a dialogue); "
+              f"{APT} gives Ogg (under 1 MB)")
     total = 0
     for lesson in lessons:
         for kind in kinds:

@@ -80,7 +80,8 @@ def dialogue(lesson: str) -> list[Line]:
     """The student-teacher dialogue of ``lesson`` as spoken lines."""
     path = dialogue_path(lesson)
     if not path.exists():
-        raise ValueError(f"lesson {normalise(lesson)} has no dialogue yet: write {path.relative_to(CONTENT.parent.parent)} "
+        raise ValueError(f"lesson {normalise(lesson)} has no dialogue yet: "
+                         f"write {path.relative_to(CONTENT.parent.parent)} "
                          f"(format in {DIALOGUES.relative_to(CONTENT.parent.parent)}/README.md)")
     return parse(path.read_text(encoding="utf-8"), where=str(path.name))
 
@@ -139,7 +140,8 @@ def check_dialogue(lesson: str) -> list[str]:
     for i in guesses:
         after = raw[i + 1:i + 3]
         if len(after) < 2 or not after[0].startswith("STUDENT:") or not after[1].startswith("TEACHER:"):
-            problems.append(f"'# wrong guess' (line {i + 1}) must be followed by a STUDENT line, then the TEACHER's correction")
+            problems.append(f"'# wrong guess' (line {i + 1}) must be followed by a STUDENT line, "
+                            "then the TEACHER's correction")
     if any(sym in line.text for line in lines for sym in ("`", "**", "$", "\\(")):
         problems.append("markdown or code symbols in a spoken line: write it as it is said")
     return problems

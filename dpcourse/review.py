@@ -245,7 +245,8 @@ class Deck:
         return state.due if state is not None else self.opened[card.lesson]
 
     def due(self, now: datetime | None = None, lesson: str | None = None) -> list[Card]:
-        """Cards due at ``now``: reviewed cards whose time has come (most overdue first), then new ones in lesson order."""
+        """Cards due at ``now``: reviewed cards whose time has come (most overdue first), then new ones
+        in lesson order."""
         now = now or _now()
         cards = [c for c in self.in_deck() if (lesson is None or c.lesson == lesson) and self.due_at(c) <= now]
         seen = sorted((c for c in cards if c.id in self.state), key=self.due_at)
@@ -301,13 +302,15 @@ def review_terminal(limit: int | None = None, lesson: str | None = None, ask: Ca
     rated = 0
     while due and (limit is None or rated < limit):
         card = due[0]
-        say(f"\n[{rated + 1}] lesson {card.lesson} - {'key term' if card.kind == 'term' else 'question'}\n    {card.front}")
+        kind = "key term" if card.kind == "term" else "question"
+        say(f"\n[{rated + 1}] lesson {card.lesson} - {kind}\n    {card.front}")
         try:
             if ask("    (recall it, then press Enter) ").strip().lower() == "q":
                 break
             say(f"    -> {card.back}")
             while True:
-                answer = ask("    How well did you remember? 1 Again  2 Hard  3 Good  4 Easy  (q stops): ").strip().lower()
+                answer = ask("    How well did you remember? 1 Again  2 Hard  3 Good  4 Easy  (q stops): ")
+                answer = answer.strip().lower()
                 if answer == "q" or answer in {"1", "2", "3", "4"}:
                     break
                 say("    type 1, 2, 3 or 4 (or q to stop)")
@@ -351,7 +354,8 @@ def main(args: Any) -> int:
             try:
                 when = datetime.fromisoformat(args.now)
             except ValueError:
-                raise ValueError(f"--now wants an ISO date and time such as 2027-01-15T09:00, not {args.now!r}") from None
+                raise ValueError(f"--now wants an ISO date and time such as 2027-01-15T09:00, "
+                                 f"not {args.now!r}") from None
             when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
             clock = lambda: when  # noqa: E731
         if args.open:

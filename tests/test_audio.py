@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from dpcourse import dialogue
+from dpcourse import audio, dialogue, listen
 
 LESSONS = dialogue.lessons()
 
@@ -50,16 +56,6 @@ def test_lesson_names_normalise_and_refuse_nonsense():
 
 
 # --------------------------------------------------------------------------- the audio itself
-
-import re  # noqa: E402
-import shutil  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from dpcourse import audio, listen  # noqa: E402
-
-import os  # noqa: E402
 
 HAVE_FLITE = bool(shutil.which("flite") and shutil.which("sox"))
 if not HAVE_FLITE and os.environ.get("CI"):  # CI installs them (.ci/run): missing there is a failure, not a skip
