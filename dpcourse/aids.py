@@ -82,6 +82,12 @@ def validate(content: Any) -> list[str]:
                 problems.append(f"QUIZ question {i}: answer must index one of its {len(q['choices'])} choices.")
     if not isinstance(content.MNEMONIC, str) or not content.MNEMONIC.strip():
         problems.append("MNEMONIC must be a non-empty string.")
+    for name, what in (("KEY_POINTS", "(point, analogy)"), ("CARDS", "(question, answer)")):
+        pairs = getattr(content, name, [])
+        if not isinstance(pairs, (list, tuple)) or not all(
+                isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) and x.strip() for x in p)
+                for p in pairs):
+            problems.append(f"{name} must be a list of {what} pairs of non-empty strings.")
     return problems
 
 

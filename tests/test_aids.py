@@ -134,7 +134,9 @@ def test_missing_or_malformed_content_is_a_clear_error():
         aids.load("99")
     bad = SimpleNamespace(TITLE="t", SUMMARY={"Basic": "x"}, TERMS={"a": "b"},
                           QUIZ=[{"q": "?", "choices": ["a"], "answer": 3, "why": ""}], MNEMONIC="m")
+    bad.CARDS = [("a question without an answer",)]
     problems = aids.validate(bad)
+    assert any("CARDS must be a list of (question, answer) pairs" in p for p in problems)
     assert any("SUMMARY" in p for p in problems)
     assert any("TERMS" in p for p in problems)
     assert any("QUIZ" in p for p in problems)

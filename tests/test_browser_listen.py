@@ -1,9 +1,10 @@
 """The Listen tab in a real browser: JupyterLab plays the dialogue and highlights the line being spoken.
 
-Uses the JupyterLab fixture of ``test_browser.py``. A one-cell notebook shows lesson 00's aids; with
-flite and sox here the dialogue is built first, and the test checks that Chromium decodes the audio
-(its duration matches the build) and that a ``timeupdate`` highlights the line at that time. Without
-them it checks the fallback: the transcript and the line that says how to get audio.
+Uses the JupyterLab fixture of ``test_browser.py``. A one-cell notebook shows lesson 06b's aids (the
+shortest dialogue); with flite and sox here the dialogue is built first, and the test checks that
+Chromium decodes the audio (its duration matches the build) and that a ``timeupdate`` highlights
+the line at that time. Without them it checks the fallback: the transcript and the line that says
+how to get audio. Then it rates one card in the Review tab.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ def test_listen_tab_plays_and_highlights(lab):  # noqa: F811
     from dpcourse import audio
 
     base, token, work = lab
-    spoken = audio.build("00", "dialogue") if shutil.which("flite") and shutil.which("sox") else None
+    spoken = audio.build("06b", "dialogue") if shutil.which("flite") and shutil.which("sox") else None
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell('from dpcourse.aids import lesson_aids\nlesson_aids("00")')]
+    nb.cells = [nbformat.v4.new_code_cell('from dpcourse.aids import lesson_aids\nlesson_aids("06b")')]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = work / "listen.ipynb"
     nbformat.write(nb, path)
