@@ -479,7 +479,7 @@ assert measured["ZeRO-3"]["calls"]["all-gather"] == 2 * units
 # %% [markdown]
 # DDP, ZeRO-1 and ZeRO-2 send the same bytes: 2(N−1)/N · Ψ values, whether as one all-reduce or as a
 # reduce-scatter plus an all-gather. ZeRO-3 sends **1.5×** as much, because it all-gathers every
-# layer's parameters twice (the counts: forward and backward each gather all 5 layers).
+# layer's parameters twice (the counts: forward and backward each gather every layer once).
 #
 # **A timeline of one ZeRO-3 step.** Hooks on each layer time its forward and backward; the
 # collective log times each all-gather and reduce-scatter. FSDP2 on gloo issues them synchronously,
@@ -614,7 +614,7 @@ for name in STAGES:
 # α-β model, with the link's own latency and bandwidth, predicts it from nothing but the bytes and
 # messages of each strategy: DDP, ZeRO-1 and ZeRO-2 put the same bytes on the wire, ZeRO-3 half as
 # much again. The step time is compute plus whatever communication the step had to wait for, plus
-# noise: the compute was measured in another launch, on a machine that others share. Our
+# noise: the compute was measured in another launch, and other work on the machine slows both. Our
 # `BucketedDDP` starts its bucket all-reduces during backward, so part of its wire time can hide
 # behind the compute; our ZeRO-1 and FSDP2 on CPU wait for each collective, so theirs cannot. On GPUs
 # FSDP2 runs its collectives on separate CUDA streams and prefetches the next layer's all-gather.
