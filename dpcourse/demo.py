@@ -300,7 +300,7 @@ def add_speedups(results: list[Result]) -> None:
         r.speedup_min = (r.samples_per_s_min or r.samples_per_s) / base.samples_per_s
         r.speedup_max = (r.samples_per_s_max or r.samples_per_s) / base.samples_per_s
         r.efficiency = r.speedup / ratio
-        r.baseline = base.describe() if base.algorithm == SINGLE else f"{base.describe()} ({base.scaling} scaling)"
+        r.baseline = base.describe()  # the group (and so its scaling) is in the line's label
         if pool:
             best = max(pool, key=lambda b: b.samples_per_s)
             r.vs_best_single = r.samples_per_s / best.samples_per_s
@@ -577,7 +577,7 @@ def summary(results: list[Result]) -> list[str]:
             text += "".join(f"; {r.samples_per_s / s.samples_per_s:.2f}x vs {s.describe()}"
                             + (" (this machine's best single process)" if s is best and len(singles) > 1 else "")
                             for s in singles)
-        elif r.baseline and r.baseline != f"{r.describe()} ({r.scaling} scaling)":
+        elif r.baseline and r.baseline != r.describe():
             text += f"; {r.speedup:.2f}x vs {r.baseline}"
         if r.speedup == r.speedup and r.repeats > 1:
             text += f" (speedup min-max over {r.repeats} repeats: {r.speedup_min:.2f}-{r.speedup_max:.2f})"

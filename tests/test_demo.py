@@ -110,12 +110,12 @@ def test_plot_on_a_simulated_cluster_says_which_link_and_dilation(monkeypatch):
     for r in rs:
         r.dilation = 345.0
     demo.add_speedups(rs)  # no single process measured: against the fewest workers
-    assert rs[0].baseline == "1 rank x 1 thread (weak scaling)"
+    assert rs[0].baseline == "1 rank x 1 thread"
     fig = demo.plot_results(rs)
     suptitle, titles, _, legends = _texts(fig)
     assert link in suptitle and "dilation: x345" in suptitle
     assert "each rank stands for a GPU" in suptitle
-    assert "speedup vs 1 rank x 1 thread (weak scaling)" in titles
+    assert "speedup vs 1 rank x 1 thread" in titles
     assert list(_line(fig, "ideal (stops at 2 cores)").get_xdata()) == [1, 2]
     beyond = next(line for line in fig.axes[1].get_lines() if line.get_label().startswith("ideal for the cluster"))
     assert list(beyond.get_xdata()) == [2, 4]  # drawn dotted, and said to be out of reach here
