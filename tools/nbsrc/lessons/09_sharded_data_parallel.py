@@ -616,8 +616,12 @@ for name in STAGES:
 # much again. The step time is compute plus whatever communication the step had to wait for, plus
 # noise: the compute was measured in another launch, and other work on the machine slows both. Our
 # `BucketedDDP` starts its bucket all-reduces during backward, so part of its wire time can hide
-# behind the compute; our ZeRO-1 and FSDP2 on CPU wait for each collective, so theirs cannot. On GPUs
-# FSDP2 runs its collectives on separate CUDA streams and prefetches the next layer's all-gather.
+# behind the compute; our ZeRO-1 and FSDP2 on CPU wait for each collective, so theirs cannot. And the
+# simulated link only ever adds waiting: a collective ends when both the link's time has passed and
+# gloo has really finished it underneath, and gloo's CPU reduce-scatter is not a ring (on this kind of
+# machine it can take longer than its all-reduce of the same tensor). On GPUs, NCCL runs both as
+# rings, and FSDP2 runs its collectives on separate CUDA streams and prefetches the next layer's
+# all-gather.
 #
 # **When does ZeRO-3's extra all-gather cost more than it saves?** It saves memory: (N−1)/N of the
 # parameters. It costs one all-gather of the parameters per step, about (N−1)/N · 2Ψ · β seconds for
