@@ -88,7 +88,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def lose_a_node(nnodes: str = "2", join_timeout: int = 10, last_call_timeout: int = 3, crash_step: int = 30,
+def lose_a_node(nnodes: str = "2", join_timeout: int = 30, last_call_timeout: int = 10, crash_step: int = 30,
                 keep_alive: tuple[int, int] | None = None, epochs: int = 2, workdir: str | None = None,
                 timeout: float = 150.0) -> dict:
     """Run the two nodes, lose the second one at ``crash_step``; return what the survivor did.
@@ -96,6 +96,10 @@ def lose_a_node(nnodes: str = "2", join_timeout: int = 10, last_call_timeout: in
     ``keep_alive=(interval, attempts)`` sets the rendezvous heartbeat: a node whose heartbeats have
     been missing for ``interval * attempts`` seconds (5 * 3 by default) is dropped from it, which an
     elastic job waits for before it can go on without that node.
+
+    ``last_call_timeout`` also decides whether both nodes make the first round of an elastic job: a node
+    that starts later than that finds the other already training (on a busy machine, starting torch can
+    take seconds), so keep it well above the start-up time.
 
     Returns ``{"returncode", "log", "lost_log", "seconds_after_loss", "resumed_ranks", "commands"}``:
     the survivor's exit status and output, the lost node's output, how long the survivor went on after
@@ -165,8 +169,8 @@ def describe(outcome: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nnodes", default="2", help="2 (fixed) or 1:2 (elastic)")
-    p.add_argument("--join-timeout", type=int, default=10)
-    p.add_argument("--last-call-timeout", type=int, default=3)
+    p.add_argument("--join-timeout", type=int, default=30)
+    p.add_argument("--last-call-timeout", type=int, default=10)
     p.add_argument("--crash-step", type=int, default=30)
     p.add_argument("--keep-alive", type=int, nargs=2, metavar=("INTERVAL", "ATTEMPTS"),
                    help="rendezvous heartbeat (torchrun's default: 5 3)")

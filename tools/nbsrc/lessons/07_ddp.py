@@ -383,7 +383,7 @@ LOSE_A_NODE = False   # True: run both cases here
 if LOSE_A_NODE:
     from lose_a_node import describe, lose_a_node
     for nnodes in ("2", "1:2"):
-        outcome = lose_a_node(nnodes=nnodes, join_timeout=15, last_call_timeout=3, keep_alive=(1, 2))
+        outcome = lose_a_node(nnodes=nnodes, join_timeout=30, last_call_timeout=10, keep_alive=(1, 2))
         print(f"--nnodes={nnodes}: {describe(outcome)}")
 else:
     print("skipped: set LOSE_A_NODE = True, or run  python scripts/lose_a_node.py --nnodes 1:2")
