@@ -81,10 +81,12 @@ assert max(errors) < 1e-5  # not exactly 0: floating-point sums in a different o
 # Put the ranks on a circle; each rank talks only to its right-hand neighbour (sending) and its
 # left-hand one (receiving). Cut the tensor into `N` chunks. Then:
 #
-# * **reduce-scatter**, `N − 1` steps: in step `s`, rank `r` sends chunk `(r − s) mod N` to the
-#   right and receives chunk `(r − s − 1) mod N` from the left, **adding** it to its own copy of
-#   that chunk. Each chunk picks up one more rank's contribution per step. After `N − 1` steps
-#   rank `r` holds the complete sum of chunk `(r + 1) mod N`.
+# * **reduce-scatter**, `N − 1` steps: in every step each rank sends one chunk to the right and
+#   receives one from the left, **adding** it to its own copy of that chunk; what it sends next is
+#   the chunk it has just added to. Each chunk picks up one more rank's contribution per step, so
+#   after `N − 1` steps every rank holds the complete sum of exactly one chunk, a different one
+#   on each rank. (Which chunk a rank sends at which step is the puzzle of exercise 04; the
+#   picture below shows the answer for 4 ranks, if you want to read it off.)
 # * **all-gather**, `N − 1` more steps: the completed chunks travel round the ring once more, this
 #   time **replacing** instead of adding.
 #
