@@ -28,7 +28,7 @@
 # |---|---|
 # | `"family"` | one of `"hang"`, `"divergence"`, `"averaging"`, `"data order"`, `"uneven inputs"`, `"checkpoint race"` |
 # | `"ranks"` | a list of ranks (or `"all"`), see below |
-# | `"op"`, `"seq"` | hang only: the operation the culprit calls as DETAIL names it (e.g. `"BROADCAST"`) and DETAIL's `SequenceNumber` — or give the flight recorder's number as `"collective_seq_id"` instead of `"seq"` |
+# | `"op"`, `"seq"` | hang only: the operation the culprit calls as DETAIL names it (e.g. `"BROADCAST"`) and DETAIL's `SequenceNumber` — or give the flight recorder's number as `"collective_seq_id"` instead of `"seq"`; count on the function as it is (a tool that calls collectives itself, like the divergence detector, shifts the numbers) |
 # | `"step"` | divergence: the first step the detector reports; data order: the first step at which a rank reads a batch a correct program would not; uneven inputs: the step at which the others wait for it (steps count from 0) |
 # | `"parameter"` | divergence: the first parameter the detector names; averaging: the first parameter (in the model's order) that differs from one process **after one step** |
 #
