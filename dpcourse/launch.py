@@ -98,7 +98,7 @@ class _Worker:
     result_fd: int
     ack_fd: int
     proc: subprocess.Popen | None = None
-    result: bytes = b""
+    result: bytearray = field(default_factory=bytearray)  # grows in place: a bytes += would copy it all each time
     done: bool = False
     exit_status: int | None = None
     partial: dict = field(default_factory=lambda: {"out": b"", "err": b""})
@@ -410,7 +410,7 @@ def _decode(w: _Worker) -> tuple[str, Any]:
     if len(w.result) < _HEADER.size:
         return "died", None
     kind, n = _HEADER.unpack_from(w.result)
-    body = w.result[_HEADER.size:_HEADER.size + n]
+    body = memoryview(w.result)[_HEADER.size:_HEADER.size + n]
     if len(body) < n:
         return "died", None
     if kind == b"e":
