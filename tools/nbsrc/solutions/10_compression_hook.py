@@ -44,8 +44,8 @@
 # `TopKState` is given: it holds `fraction` (the share of entries to send), `k_for(numel)` and the
 # `residuals` dictionary. The grader checks that every delivered bucket is what the steps above give
 # (it recomputes each step from your ranks' local gradients, with its own residuals), that the ranks
-# stay identical, the bytes sent, and that a short training run on the digits ends within a stated
-# loss tolerance of uncompressed training.
+# stay identical, the bytes sent, and that a short training run on the digits (2 ranks, 60 steps,
+# 5 % of the entries) ends with a training loss at most 0.15 above uncompressed training's.
 #
 # **Hints** (click to open; try each before the next):
 #
