@@ -53,8 +53,9 @@ def _cmd_release(args: argparse.Namespace) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from dpcourse.grading import grade, hidden
+    from dpcourse.grading import grade, hidden, sandbox
 
+    sandbox.start_zygote()  # before any submission or hidden test is read: what graded code is started from
     if getattr(args, "suite", None):
         try:
             hidden.use(args.suite)

@@ -142,7 +142,26 @@ class _Channel:
 def _make_group_class() -> type:
     import torch
     import torch.distributed as dist
-    from torch._C._distributed_c10d import _create_work_from_future
+
+    class RelayWork(dist.Work):
+        """One operation in flight; ``wait()`` raises what the grader's relay answered when it refused it."""
+
+        def __init__(self, fut: Any):
+            super().__init__()
+            self._fut = fut
+
+        def wait(self, timeout: Any = None) -> bool:
+            self._fut.wait()  # raises the relay's error, if it sent one
+            return True
+
+        def get_future(self) -> Any:
+            return self._fut
+
+        def is_completed(self) -> bool:
+            return self._fut.done()
+
+        def is_success(self) -> bool:
+            return self._fut.done()
 
     class RelayGroup(dist.ProcessGroup):
         """A process group whose every operation is carried out (and counted) by the grader's harness."""
@@ -157,7 +176,7 @@ def _make_group_class() -> type:
         def _op(self, op: str, sent: list, dests: list, **args: Any) -> Any:
             fut = self._channel.request({"op": op, "group": self._group, "ranks": self._ranks, "args": args},
                                         sent, dests)
-            return _create_work_from_future(fut)
+            return RelayWork(fut)
 
         @staticmethod
         def _reduce(opts: Any) -> str:
@@ -307,7 +326,7 @@ class Router:
     def __init__(self, world_size: int, allowed: frozenset[str] | None = None, what: str = "send/recv"):
         self.world, self.allowed, self.what = world_size, allowed, what
         self.stats = [{"ops": defaultdict(int), "bytes_sent": 0, "bytes": defaultdict(int), "refused": defaultdict(int),
-                       "sent_to": defaultdict(int), "sequence": []} for _ in range(world_size)]
+                       "sent_to": defaultdict(int), "sequence": [], "same_as_all": 0} for _ in range(world_size)]
         self.log: list[str] = []  # the first refusals and disagreements, in words
         self.outbox: list[tuple[int, dict, bytes]] = []  # (rank, header, payload) to send
         self.sends: dict[tuple, list] = defaultdict(list)   # (group, src, dst, tag) -> [(seq, arrays)]
@@ -336,7 +355,7 @@ class Router:
     def result_stats(self) -> list[dict]:
         return [{"ops": dict(s["ops"]), "bytes_sent": s["bytes_sent"], "bytes": dict(s["bytes"]),
                  "refused": dict(s["refused"]), "sent_to": {str(k): v for k, v in s["sent_to"].items()},
-                 "sequence": s["sequence"]} for s in self.stats]
+                 "sequence": s["sequence"], "same_as_all": s["same_as_all"]} for s in self.stats]
 
     def mark(self, rank: int, label: Any) -> None:
         """A point in the rank's test (``"step 2"``) that splits its sequence of operations."""
@@ -446,6 +465,10 @@ class Router:
             for r, c in zip(ranks, calls):
                 self._reply(r, c["seq"], error=str(exc))
             return
+        if op in ("allreduce", "allreduce_coalesced") and len(ranks) > 1 and all(
+                all(np.array_equal(a, b) for a, b in zip(c["arrays"], calls[0]["arrays"])) for c in calls[1:]):
+            for r in ranks:  # every rank brought the same values: nothing was gained by reducing them
+                self.stats[r]["same_as_all"] += 1
         for r, c in zip(ranks, calls):
             self._reply(r, c["seq"], results[r])
 

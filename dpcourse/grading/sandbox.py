@@ -38,8 +38,8 @@ import numpy as np
 from dpcourse.grading.framework import Context, Test
 from dpcourse.launch import _die_with_parent
 
-__all__ = ["Job", "Finished", "run_jobs", "encode", "decode", "LEARNER_MODULE", "protect", "stop_zygote",
-           "load_only"]
+__all__ = ["Job", "Finished", "run_jobs", "encode", "decode", "LEARNER_MODULE", "protect", "start_zygote",
+           "stop_zygote", "load_only"]
 
 LEARNER_MODULE = "__learner__"
 _RESULT_CAP = 64 << 20
@@ -233,10 +233,24 @@ class _Zygote:
     other student's code, no hidden test, no other test's inputs. Started once per grading process
     (one torch import), ended with it."""
 
-    def __init__(self) -> None:
+    def __init__(self, fork: bool = False) -> None:
         import subprocess
 
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.proc = None
+        if fork:  # a fork of a process that has read nothing yet (see start_zygote): no torch import to pay again
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    a.close()
+                    _zygote_main(b.detach())
+                finally:
+                    os._exit(0)
+            b.close()
+            self.sock, self.pid = a, pid
+            return
         code = "import sys; from dpcourse.grading.sandbox import _zygote_main; _zygote_main(int(sys.argv[1]))"
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(b.fileno())], pass_fds=(b.fileno(),),
                                      stdin=subprocess.DEVNULL)
@@ -257,8 +271,15 @@ class _Zygote:
 
     def stop(self) -> None:
         self.sock.close()
-        self.proc.kill()
-        self.proc.wait()
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            return
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
 def _zygote_main(fd: int) -> None:
@@ -311,6 +332,18 @@ def _zygote() -> _Zygote:
         _ZYGOTE.append(_Zygote())
         atexit.register(stop_zygote)
     return _ZYGOTE[0]
+
+
+def start_zygote() -> None:
+    """Fork the job starter now, from this process as it is: call it before any submission or hidden test is
+    read (``dpcourse grade`` does, first thing). Later jobs then cost a fork, not a fresh interpreter."""
+    if not _ZYGOTE:
+        import atexit
+
+        _preload_torch()
+        _sandbox_ok()
+        _ZYGOTE.append(_Zygote(fork=True))
+        atexit.register(stop_zygote)
 
 
 def stop_zygote() -> None:

@@ -76,7 +76,7 @@ def explain(done: Finished) -> str:
         if not stuck.startswith("a deadlock"):
             stuck += (" A rank that returned early called fewer operations than the others: every rank must call the "
                       "same collectives, in the same order.")
-        return f"stopped early, no rank could go on: {stuck}"
+        return f"stopped before the test's time limit of {job.timeout:g} s, as no rank could go on: {stuck}"
     if done.status == "timeout":
         stuck = _deadlock(done)
         if stuck:

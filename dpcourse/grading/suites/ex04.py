@@ -107,7 +107,8 @@ def _no_allgather(raw: Any, params: dict, ctx: Judged) -> bool:
 
 
 @SUITE.diagnose("missing reduce-scatter", "every chunk holds one rank's own values, never a sum: first add the "
-                "incoming chunk into yours for N-1 steps (reduce-scatter), then pass the sums around (all-gather).")
+                "incoming chunk into yours for N-1 steps (reduce-scatter), then pass the sums around (all-gather); "
+                "if you have both phases, the all-gather passes chunks the reduce-scatter never added into.")
 def _no_reduce(raw: Any, params: dict, ctx: Judged) -> bool:
     found = _per_chunk(raw, params, ctx)
     if not found:
@@ -135,15 +136,17 @@ def _averaged(raw: Any, params: dict, ctx: Judged) -> bool:
     return all(_close(g, total / len(got), params["dtype"], len(got)) for g in got)
 
 
-@SUITE.diagnose("off-by-one chunk index", "some chunks hold the full sum and others a partial sum of fewer ranks: "
-                "at step s, rank r sends chunk (r - s) mod N and adds into chunk (r - s - 1) mod N; check every "
-                "step's indices (and that all ranks use the same chunk bounds).")
+@SUITE.diagnose("off-by-one chunk index", "the chunks hold sums of the right numbers in the wrong places (partial "
+                "sums, or another chunk's sum): at step s, rank r sends chunk (r - s) mod N and adds into chunk "
+                "(r - s - 1) mod N in the reduce-scatter, then passes chunk (r + 1 - s) mod N in the all-gather; "
+                "check every step's indices.")
 def _off_by_one(raw: Any, params: dict, ctx: Judged) -> bool:
     found = _per_chunk(raw, params, ctx)
     if not found or _no_allgather(raw, params, ctx) or _no_reduce(raw, params, ctx) or _averaged(raw, params, ctx):
         return False
     got, inputs, total, layouts = found
     n, dtype = len(got), params["dtype"]
+    subsets = [ks for size in range(1, n + 1) for ks in combinations(range(n), size)]
     for bounds in layouts:
         real = [(a, b) for a, b in bounds if b > a]
         wrong, explained = 0, True
@@ -152,10 +155,8 @@ def _off_by_one(raw: Any, params: dict, ctx: Judged) -> bool:
                 if _close(g[a:b], total[a:b], dtype, n):
                     continue
                 wrong += 1
-                partial = any(_close(g[a:b], sum(inputs[k][a:b] for k in ks), dtype, n)
-                              for size in range(2, n) for ks in combinations(range(n), size))
-                shifted = any(_close(g[a:b], total[c:d], dtype, n) for c, d in real if d - c == b - a and c != a)
-                explained &= partial or shifted
+                explained &= any(_close(g[a:b], sum(inputs[k][c:d] for k in ks), dtype, n)
+                                 for c, d in real if d - c == b - a for ks in subsets)
         if wrong and explained:
             return True
     return False

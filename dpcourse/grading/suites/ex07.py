@@ -146,6 +146,10 @@ def _judge_equivalence(raw: Any, p: dict, ctx: Judged) -> None:
     steps = c["n"] // (world * c["batch_size"] * c["accumulate"]) * c["epochs"]
     for r in range(world if world > 1 else 0):
         reduced = ctx.ops(r).get("allreduce", 0)
+        same = (ctx.stats[r] or {}).get("same_as_all", 0)
+        if reduced and same == reduced:
+            raise Fail(f"rank {r}: every rank all-reduced exactly the same gradients in all {reduced} steps: each rank "
+                       "must compute on its own shard of the batch (DistributedSampler), not on the whole batch.")
         if reduced < steps:
             raise Fail(f"rank {r}: {reduced} gradient all-reduce(s) reached the process group in {steps} optimizer "
                        "steps: the gradients must be averaged by DistributedDataParallel (each rank trains on its "
