@@ -177,7 +177,6 @@ class _Wire:
         # Threads that wait for gloo and then sleep until the link's deadline: a sleeping thread costs
         # no CPU, and each unfinished operation holds one (DDP keeps a few buckets in flight).
         self.waiters = ThreadPoolExecutor(max_workers=64, thread_name_prefix="dpcourse-wire")
-        self.mark = time.monotonic()  # the last time this rank communicated: computation ran since
         self.reset()
 
     def reset(self) -> None:
@@ -204,6 +203,7 @@ class _Wire:
         return begin + cost
 
 _WIRE: _Wire | None = None
+_THREAD = threading.local()  # per thread: CPU time when it last started an operation (for stragglers)
 
 
 def current_link() -> Link | None:
@@ -288,17 +288,20 @@ class SimulatedProcessGroup(dist.ProcessGroup):
         return method(*args, opts) if opts is not None else method(*args)
 
     def _straggle(self) -> None:
-        """On a slowed rank, stretch the computation done since it last communicated.
+        """On a slowed rank, stretch the computation done since it last started an operation.
 
-        The rank sleeps ``(factor - 1)`` times as long as it computed: a sleep costs no CPU, and the
-        others really wait for it, as they would for a slower GPU.
+        Computation is the CPU time this thread used since then (time spent waiting for the wire
+        does not count); the rank sleeps ``(factor - 1)`` times as long: a sleep costs no CPU, and
+        the others really wait for it, as they would for a slower GPU.
         """
-        wire = self._wire
-        factor = wire.link.slowdown_of(wire.rank)
-        now = time.monotonic()
-        if factor > 1.0:
-            time.sleep((factor - 1.0) * max(0.0, now - wire.mark))
-        wire.mark = time.monotonic()
+        factor = self._wire.link.slowdown_of(self._wire.rank)
+        if factor <= 1.0:
+            return
+        now = time.thread_time()
+        last = getattr(_THREAD, "cpu_mark", None)
+        if last is not None:
+            time.sleep((factor - 1.0) * max(0.0, now - last))
+        _THREAD.cpu_mark = time.thread_time()
 
     # How a work ends: when gloo is done (its future's callback, or a pool thread waiting on a
     # send/recv), a pool thread sleeps until the link's deadline and then completes our future.
@@ -313,7 +316,6 @@ class SimulatedProcessGroup(dist.ProcessGroup):
             deadline = wire.book(op, nbytes, messages, issued)
 
         def done() -> None:
-            wire.mark = time.monotonic()
             fut.set_result(result)
 
         def arrived(error: BaseException | None, on_pool: bool) -> None:
