@@ -276,3 +276,41 @@ def test_ex04_diagnoses_fit_the_outputs_and_only_those():
         ctx = Judged(0, inputs, [{"bytes_sent": 0}] * 3)
         fits = {d.name for d in ex04.SUITE.diagnoses if d.applies(raw, params, ctx)}
         assert fits == ({name} if name else set()), (name, fits)
+
+
+def _ring(tensor):  # a plain ring, for the test below (a module-level function reaches the ranks by fork)
+    import torch
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    chunks = list(torch.tensor_split(tensor.view(-1), world))
+    right, left = (rank + 1) % world, (rank - 1) % world
+    for phase in (0, 1):
+        for step in range(world - 1):
+            s = (rank - step) % world if phase == 0 else (rank + 1 - step) % world
+            r = (rank - step - 1) % world if phase == 0 else (rank - step) % world
+            incoming = torch.empty_like(chunks[r])
+            req = dist.isend(chunks[s].clone(), dst=right)
+            dist.recv(incoming, src=left)
+            req.wait()
+            chunks[r].add_(incoming) if phase == 0 else chunks[r].copy_(incoming)
+    return tensor
+
+
+def test_without_a_sandbox_the_grader_says_so_once_and_grades_as_before(capfd):
+    from dpcourse.grading import sandbox
+    from dpcourse.grading.verdict import judge
+
+    suite = get_suite("04", hidden=False)
+    saved = dict(isolate._PROBE), list(sandbox._WARNED)
+    isolate._PROBE["why"], sandbox._WARNED[:] = "switched off by this test", []
+    try:
+        jobs = [sandbox.Job(t, suite.names, 0, 60, objects={"ring_all_reduce": _ring}) for t in suite.tests[:2]]
+        verdicts = [judge(done) for done in sandbox.run_jobs(jobs)]
+    finally:
+        isolate._PROBE.clear()
+        isolate._PROBE.update(saved[0])
+        sandbox._WARNED[:] = saved[1]
+    assert all(v.passed for v in verdicts), [v.message for v in verdicts]
+    err = capfd.readouterr().err
+    assert err.count("no sandbox here (switched off by this test)") == 1
