@@ -35,8 +35,13 @@ def compare(what: str, got: object, want: np.ndarray, rtol: float, atol: float) 
 
 
 def normal_inputs(params: dict, rng: np.random.Generator) -> list[np.ndarray]:
-    """One standard-normal tensor of ``params['shape']`` and ``params['dtype']`` per rank."""
-    return [rng.standard_normal(tuple(params["shape"])).astype(params["dtype"]) for _ in range(params["world_size"])]
+    """One tensor of ``params['shape']`` and ``params['dtype']`` per rank: standard normal values, or for an
+    integer dtype whole numbers from a range wide enough that two ranks' tensors never coincide."""
+    shape, dtype = tuple(params["shape"]), np.dtype(params["dtype"])
+    if dtype.kind in "iu":
+        return [rng.integers(0 if dtype.kind == "u" else -10_000, 10_000, size=shape).astype(dtype)
+                for _ in range(params["world_size"])]
+    return [rng.standard_normal(shape).astype(dtype) for _ in range(params["world_size"])]
 
 
 def tolerance(dtype: Any, terms: int = 1) -> float:
