@@ -314,3 +314,26 @@ def test_without_a_sandbox_the_grader_says_so_once_and_grades_as_before(capfd):
     assert all(v.passed for v in verdicts), [v.message for v in verdicts]
     err = capfd.readouterr().err
     assert err.count("no sandbox here (switched off by this test)") == 1
+
+
+def _leaves(obj) -> list[np.ndarray]:
+    if isinstance(obj, dict):
+        return [leaf for key in sorted(obj) for leaf in _leaves(obj[key])]
+    if isinstance(obj, (list, tuple)):
+        return [leaf for item in obj for leaf in _leaves(item)]
+    return [np.ravel(np.asarray(obj, dtype=np.float64))]
+
+
+def test_every_rank_gets_an_input_of_its_own_on_every_draw():
+    """No verdict may hinge on two ranks drawing the same tensor (a broadcast from rank 1 that equals rank 0's)."""
+    for ex in ("03", "04", "05"):
+        for test in get_suite(ex).tests:
+            if test.inputs is None or test.world_size < 2:
+                continue
+            for draw in range(8):
+                items = test.inputs(test.params, np.random.default_rng(draw))
+                assert len(items) == test.world_size, test.name
+                flat = [np.concatenate(_leaves(item)) for item in items]
+                for a in range(len(flat)):
+                    for b in range(a + 1, len(flat)):
+                        assert not np.array_equal(flat[a], flat[b]), (ex, test.name, draw, a, b)
