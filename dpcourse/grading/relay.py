@@ -36,6 +36,7 @@ BACKEND = "dpgrade"
 _LEN = struct.Struct("!I")
 MAX_HEADER = 1 << 20
 MAX_PAYLOAD = 512 << 20
+MAX_QUEUED = 1 << 30  # bytes the harness holds for receives not posted yet (a submission cannot fill its memory)
 _NP = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "int64": "<i8", "int32": "<i4", "int16": "<i2",
        "int8": "|i1", "uint8": "|u1", "bool": "|b1", "complex64": "<c8", "complex128": "<c16"}
 P2P = frozenset({"send", "recv"})
@@ -334,6 +335,7 @@ class Router:
         self.collectives: dict[str, dict[int, dict]] = defaultdict(dict)  # group -> index -> rank -> call
         self.calls: dict[tuple[str, int], int] = defaultdict(int)  # (group, rank) -> collectives so far
         self.waiting: dict[int, dict[int, str]] = defaultdict(dict)  # rank -> seq -> what it waits for
+        self.queued = 0  # bytes of sends waiting for their receive
 
     # ---- bookkeeping
     def _reply(self, rank: int, seq: Any, arrays: list[np.ndarray] | None = None, error: str | None = None) -> None:
@@ -414,6 +416,9 @@ class Router:
                     queue.pop(i)
                     self._deliver(rank, seq, arrays, other, rseq, shapes)
                     return
+            if self.queued > MAX_QUEUED:
+                raise Refused("too much data sent and not yet received: receive what the other ranks send")
+            self.queued += sum(a.nbytes for a in arrays)
             self.sends[(group, rank, other, tag)].append((seq, arrays))
         else:
             shapes = args.get("shapes")
@@ -423,6 +428,7 @@ class Router:
                 queue = self.sends.get((group, src, rank, tag))
                 if queue:
                     sseq, sarrays = queue.pop(0)
+                    self.queued -= sum(a.nbytes for a in sarrays)
                     self._deliver(src, sseq, sarrays, rank, seq, shapes)
                     return
             self.recvs[(group, rank)].append((other, tag, seq, shapes))
@@ -455,11 +461,17 @@ class Router:
         calls = [pending[r] for r in ranks]
         sigs = [(c["op"], [(a.dtype.str, a.shape) for a in c["arrays"]],
                  {k: v for k, v in c["args"].items() if k not in ("out_splits", "in_splits")}) for c in calls]
+        rooted = calls[0]["op"] in ("gather", "scatter")  # the root brings other tensors than the rest
         try:
-            if any(s != sigs[0] for s in sigs[1:]) and calls[0]["op"] not in ("gather", "scatter"):
+            if any(c["op"] != calls[0]["op"] for c in calls) or (not rooted and any(s != sigs[0] for s in sigs[1:])):
                 raise Refused("the ranks called different collectives at the same point: " + "; ".join(
                     f"rank {r}: {_describe(c['op'], c['arrays'])}" for r, c in zip(ranks, calls)))
             results = self._compute(op, ranks, calls)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:  # inputs that cannot be combined: all fail
+            text = f"the ranks' {op} could not be carried out together: {exc}"
+            for r, c in zip(ranks, calls):
+                self._reply(r, c["seq"], error=text)
+            return
         except Refused as exc:
             self._note(str(exc))
             for r, c in zip(ranks, calls):

@@ -325,6 +325,10 @@ def _judge_counts(params: dict, ctx: Judged) -> None:
                         raise Fail(f"rank {r}, {label}: all-reduce {j} carried {entry[1]} values; bucket {j} holds "
                                    f"{numel} (its parameters, reverse order of module.parameters()): buckets are "
                                    "started strictly in bucket order.")
+        total = sum(1 for e in (ctx.stats[r] or {}).get("sequence") or [] if e and e[0] == "allreduce")
+        if total != params["steps"] * len(expected):  # whatever the marks say: the harness counted every call
+            raise Fail(f"rank {r}: {total} all-reduces in {params['steps']} steps; expected {len(expected)} per step "
+                       f"(one per bucket, bucket_mb={params['bucket_mb']}) and none elsewhere.")
 
 
 # --------------------------------------------------------------------------- diagnoses
