@@ -79,7 +79,8 @@ def symptom(fn, *args, timeout=4, **kw):
         how = f"finished after {time.monotonic() - start:.1f} s, no error"
     except dpcourse.LaunchError as exc:
         outcome = exc
-        how = f"after {time.monotonic() - start:.1f} s: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        first = str(exc).splitlines()[0].replace(tempfile.gettempdir(), "$TMPDIR")  # no machine paths
+        how = f"after {time.monotonic() - start:.1f} s: {type(exc).__name__}: {first[:300]}"
     shown = [line for line in err.getvalue().splitlines() if "site-packages" not in line and "c10d_logger" not in line]
     print("\n".join(shown[-40:]))
     print(f"\n==> {how}")
@@ -589,7 +590,8 @@ for t, r, m in debugging.read_logs(f"{race_dir}/logs"):
 
 # %%
 if isinstance(race, dpcourse.LaunchError):
-    print(f"broken: {type(race).__name__} on rank {getattr(race, 'rank', '?')}: {str(race).splitlines()[0][:120]}")
+    first = str(race).splitlines()[0].replace(tempfile.gettempdir(), "$TMPDIR")
+    print(f"broken: {type(race).__name__} on rank {getattr(race, 'rank', '?')}: {first[:120]}")
 else:
     print("broken: this time every reader happened to come late enough - the race did not show (run it again)")
 calm_dir = tempfile.mkdtemp(prefix="ckpt-")

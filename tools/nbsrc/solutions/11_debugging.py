@@ -76,7 +76,8 @@ def run(n, timeout=5, env=None, on_step=None, config=None):
     try:
         results = dpcourse.launch(lab.broken(n, on_step=on_step), WORLD, config, timeout=timeout, env=env or {})
     except dpcourse.LaunchError as exc:
-        print(f"==> {type(exc).__name__}: {str(exc).splitlines()[0][:250]}")
+        first = str(exc).splitlines()[0].replace(tempfile.gettempdir(), "$TMPDIR")  # no machine paths
+        print(f"==> {type(exc).__name__}: {first[:250]}")
         return exc
     print("==> finished without an error")
     return results
