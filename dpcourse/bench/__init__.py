@@ -11,7 +11,7 @@ import statistics
 import time
 from typing import Callable
 
-__all__ = ["main", "parse_sizes", "format_size", "median_time"]
+__all__ = ["main", "parse_sizes", "format_size", "median_time", "publish"]
 
 _UNITS = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
 
@@ -46,6 +46,18 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def publish(result: dict, text: str, json_path: "str | None") -> int:
+    """Print a benchmark's report and, when asked, write its raw result as JSON; return 0."""
+    import json
+
+    print(text)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {json_path}")
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from dpcourse.bench import publish
+
 __all__ = ["run", "report", "main", "METHODS", "load_hook", "lesson_model"]
 
 METHODS = ("none", "bf16", "powersgd-1", "powersgd-4")
@@ -199,9 +201,4 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"dpcourse bench compression: {exc}", file=sys.stderr)
         return 2
-    print(report(result))
-    if getattr(args, "json", None):
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.json}")
-    return 0
+    return publish(result, report(result), getattr(args, "json", None))

@@ -14,7 +14,6 @@ steps of rank 0; samples/s is the global batch divided by the step time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -24,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dpcourse.bench import publish
 from dpcourse.data import shard, synthetic_classification
 from dpcourse.ddp import BucketedDDP, average_gradients
 from dpcourse.launch import device, launch
@@ -160,9 +160,4 @@ def report(result: dict[str, Any]) -> str:
 def main(args: argparse.Namespace) -> int:
     result = run(world_size=args.world_size, steps=args.steps, model=args.model,
                  batch_size=args.batch_size)
-    print(report(result))
-    if getattr(args, "json", None):
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.json}")
-    return 0
+    return publish(result, report(result), getattr(args, "json", None))

@@ -14,7 +14,6 @@ and prints each step time against the flat one.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from typing import Any
@@ -23,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dpcourse.bench import format_size
+from dpcourse.bench import format_size, publish
 from dpcourse.launch import launch
 from dpcourse.network import Link, resolve
 
@@ -181,7 +180,8 @@ def report(result: dict[str, Any]) -> str:
     lines += ["", f"Part 2: one training step, {d['world_size']} ranks x {d['per_rank_batch']} samples, "
               f"{d['gradient_bytes'] / 1e6:.1f} MB of gradients, on {d['link']}",
               f"  the dilation: {d['dilation']}",
-              f"  computation alone (1 process, 1 thread, {d['per_rank_batch']} samples): {d['compute_only_s'] * 1e3:.1f} ms",
+              f"  computation alone (1 process, 1 thread, {d['per_rank_batch']} samples): "
+              f"{d['compute_only_s'] * 1e3:.1f} ms",
               f"{'variant':34s} {'step':>9s} {'vs flat':>8s}"]
     for k, label in DDP_VARIANTS.items():
         lines.append(f"{label:34s} {d['step_s'][k] * 1e3:7.1f}ms {d['vs_flat'][k]:8.2f}")
@@ -195,9 +195,4 @@ def report(result: dict[str, Any]) -> str:
 def main(args: argparse.Namespace) -> int:
     result = run(link=args.link, sizes=args.sizes, world_sizes=[int(w) for w in str(args.world_sizes).split(",")],
                  repeats=args.repeats, cluster=args.cluster, gpu=args.gpu, steps=args.steps)
-    print(report(result))
-    if getattr(args, "json", None):
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.json}")
-    return 0
+    return publish(result, report(result), getattr(args, "json", None))
