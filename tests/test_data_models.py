@@ -9,7 +9,6 @@ from torch import nn
 from dpcourse.data import digits_split, load_digits, shard, synthetic_classification, synthetic_regression
 from dpcourse.models import DigitsCNN, DigitsMLP, TinyTransformer, WideMLP, build_model, count_parameters
 
-
 # --------------------------------------------------------------------------- data
 
 def test_load_digits_shapes_range_and_labels():

@@ -13,11 +13,10 @@ import time
 import pytest
 import torch
 import torch.distributed as dist
+from processes import alive
 
 import dpcourse
 from dpcourse import LaunchError, LaunchTimeout, WorkerError, launch
-
-from processes import alive
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 

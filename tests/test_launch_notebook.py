@@ -7,7 +7,6 @@ import time
 
 import pytest
 from jupyter_client.manager import start_new_kernel
-
 from processes import alive
 
 

@@ -12,8 +12,19 @@ from torch.utils.data import TensorDataset
 
 from dpcourse.data import digits_split, synthetic_classification
 from dpcourse.models import build_model
-from dpcourse.train import (PHASES, History, batches, evaluate, gradient_vector, max_difference, num_threads,
-                            pick_device, throughput, time_step_phases, train)
+from dpcourse.train import (
+    PHASES,
+    History,
+    batches,
+    evaluate,
+    gradient_vector,
+    max_difference,
+    num_threads,
+    pick_device,
+    throughput,
+    time_step_phases,
+    train,
+)
 
 
 @pytest.fixture(scope="module")

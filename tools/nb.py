@@ -14,7 +14,6 @@ carry it, and stores outputs from a fresh kernel in the notebook's folder.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 from nbclient import NotebookClient
+
 
 class MalformedSource(ValueError):
     """A notebook source that is not in jupytext's percent format exactly."""

@@ -39,7 +39,6 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from dpcourse.data import digits_split
 from dpcourse.models import build_model
 
-
 __all__ = ["Config", "train", "setup", "make_model", "evaluate", "main"]
 
 
