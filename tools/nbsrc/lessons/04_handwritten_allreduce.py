@@ -268,7 +268,7 @@ plt.show()
 # whether the fit recovers what you set.
 
 # %%
-ALPHA, BANDWIDTH = 5e-3, 100e6   # the knobs: 5 ms per message, 100 MB/s each way
+ALPHA, BANDWIDTH = 20e-3, 100e6  # the knobs: 20 ms per message (a slow, far link), 100 MB/s each way
 LINK_SIZES = [1 << 20, 2 << 20, 4 << 20, 8 << 20]  # 1 MB and up: where bandwidth matters
 link = dpcourse.Link(latency=ALPHA, bandwidth=BANDWIDTH, name="the link you set")
 
