@@ -336,6 +336,23 @@ def test_only_code_counts_as_using_a_reference_not_comments_or_docstrings():
     assert references_used("from dpcourse import collectives\n", refs) == ["dpcourse.collectives"]
 
 
+def test_the_visible_checks_catch_every_planted_bug(graded):
+    """What check() shows a learner must already catch each common bug, not only the hidden grading tests.
+
+    A planted file opts out with a ``# visible: no (why)`` header line (e.g. copying the course's code,
+    which only the grader looks for); adversarial files are about the grader, not about check().
+    """
+    for f in graded["files"]:
+        header = _header(f)
+        if header.get("expect") == "full" or "_adv_" in f.name or header.get("visible", "").startswith("no"):
+            continue
+        visible = [t for t in graded["reports"][f.stem]["tests"] if t["visibility"] == "visible"]
+        assert visible, f"{f.name}: exercise {header.get('exercise')} has no visible tests"
+        assert any(t["score"] < t["max_score"] for t in visible), (
+            f"{f.name}: every visible check passes; only hidden tests catch this bug. Make a test that "
+            "catches it visible in dpcourse/grading/suites/")
+
+
 def test_debugging_lab_grades_diagnosis_and_fix_apart(graded):
     """Exercise 11: a wrong diagnosis costs only diagnosis points, a wrong fix only fix points; each says why."""
     tests = {k: {t["name"]: t for t in graded["reports"][k]["tests"]}
@@ -367,6 +384,8 @@ def test_forgeries_escapes_and_common_bugs_are_named(graded):
             assert "stopped by the sandbox" in text and words[header["sandbox"]] in text, (f.name, text[:500])
         for name in filter(None, (n.strip() for n in header.get("names", "").split(";"))):
             assert f"{name}:" in text, (f.name, name, text[:800])
+
+
 def test_exercise_10_wrong_submissions_are_named(graded):
     """Each planted bug of the compression hook gets a message that says what it is."""
     reports = graded["reports"]
