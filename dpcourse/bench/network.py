@@ -1,7 +1,7 @@
 """The simulated link against its own cost model, and overlap against no overlap, in one run.
 
     dpcourse bench network [--link 1GbE] [--sizes 1MB,4MB,16MB,64MB] [--world-sizes 2,4]
-                           [--cluster "InfiniBand NDR"] [--gpu A100] [--steps 8] [--json out.json]
+                           [--cluster 100GbE] [--gpu A100] [--steps 8] [--json out.json]
 
 Part 1 times ``dist.all_reduce`` (gloo's, under the simulated link) and the course's ring all-reduce
 on ``--link`` at each size and world size, against the alpha-beta prediction of a ring on that link:
@@ -145,7 +145,7 @@ def _compute_only(per_rank: int, steps: int) -> list[float]:
     return out
 
 
-def ddp_part(cluster: str = "InfiniBand NDR", gpu: str = "A100", world_size: int = 2, per_rank: int = 128,
+def ddp_part(cluster: str = "100GbE", gpu: str = "A100", world_size: int = 2, per_rank: int = 256,
              steps: int = 8, timeout: float = 600.0) -> dict[str, Any]:
     from dpcourse.dilation import cluster_link
     from dpcourse.models import WideMLP
@@ -162,7 +162,7 @@ def ddp_part(cluster: str = "InfiniBand NDR", gpu: str = "A100", world_size: int
 
 
 def run(link: str = "1GbE", sizes: list[int] | None = None, world_sizes: list[int] | None = None,
-        repeats: int = 5, cluster: str = "InfiniBand NDR", gpu: str = "A100", steps: int = 8) -> dict[str, Any]:
+        repeats: int = 5, cluster: str = "100GbE", gpu: str = "A100", steps: int = 8) -> dict[str, Any]:
     base = resolve(link)
     rows = allreduce_part(base, sizes or [1 << 20, 4 << 20, 16 << 20, 64 << 20], world_sizes or [2, 4], repeats)
     return {"link": str(base), "allreduce": rows, "ddp": ddp_part(cluster, gpu, steps=steps)}
