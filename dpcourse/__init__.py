@@ -6,4 +6,5 @@ from dpcourse.launch import LaunchError, LaunchTimeout, WorkerError, device, lau
 from dpcourse.network import Link, links
 
 __version__ = "0.1.0"
-__all__ = ["launch", "Link", "links", "doctor", "check", "rank", "world_size", "device", "LaunchError", "LaunchTimeout", "WorkerError"]
+__all__ = ["launch", "Link", "links", "doctor", "check", "rank", "world_size", "device", "LaunchError", "LaunchTimeout",
+           "WorkerError"]

@@ -44,7 +44,8 @@ def load(lesson: str) -> ModuleType:
     try:
         module = importlib.import_module(f"dpcourse.aids_content.lesson{lesson}")
     except ModuleNotFoundError:
-        raise ValueError(f"no learning aids for lesson {lesson!r}: expected dpcourse/aids_content/lesson{lesson}.py") from None
+        raise ValueError(f"no learning aids for lesson {lesson!r}: "
+                         f"expected dpcourse/aids_content/lesson{lesson}.py") from None
     problems = validate(module)
     if problems:
         raise ValueError(f"dpcourse/aids_content/lesson{lesson}.py: {problems[0]}")
@@ -67,7 +68,8 @@ def validate(content: Any) -> list[str]:
         problems.append("every SUMMARY level needs some text.")
     if not isinstance(content.TERMS, dict) or len(content.TERMS) < 4:
         problems.append("TERMS needs at least 4 terms, each mapped to a definition.")
-    elif not all(isinstance(k, str) and isinstance(v, str) and k.strip() and v.strip() for k, v in content.TERMS.items()):
+    elif not all(isinstance(k, str) and isinstance(v, str) and k.strip() and v.strip()
+                 for k, v in content.TERMS.items()):
         problems.append("every TERMS entry maps a term to a non-empty definition.")
     if not isinstance(content.QUIZ, list) or not 3 <= len(content.QUIZ) <= 5:
         problems.append("QUIZ needs 3 to 5 questions.")
@@ -96,8 +98,8 @@ def review_line(due: int | None, problem: str | None = None) -> str:
     if due is None:
         line = "**Review due:** unknown (the review history could not be read)."
     else:
-        line = (f"**Review due: {due}** card{'s' if due != 1 else ''} from the lessons you have opened. Review them with "
-                "`dpcourse review` in a terminal, or in the Review tab (live notebook).")
+        line = (f"**Review due: {due}** card{'s' if due != 1 else ''} from the lessons you have opened. "
+                "Review them with `dpcourse review` in a terminal, or in the Review tab (live notebook).")
     return line + (f" Note: {problem}" if problem else "")
 
 
@@ -211,7 +213,8 @@ def _flashcards_widget(c: ModuleType) -> Any:
     def render() -> None:
         term, definition = cards[state["i"]]
         face.value = (f"<div style='font-size:1.1em'>{_escape(definition)}</div>" if state["back"]
-                      else f"<div style='font-size:1.4em'><b>{_escape(term)}</b></div><i>(say the definition, then flip)</i>")
+                      else f"<div style='font-size:1.4em'><b>{_escape(term)}</b></div>"
+                      "<i>(say the definition, then flip)</i>")
         counter.value = f"card {state['i'] + 1} of {len(cards)} - {'definition' if state['back'] else 'term'}"
 
     def on_flip(_: Any) -> None:

@@ -84,7 +84,8 @@ def how_to_get_audio(lesson: str) -> str:
     name = dialogue.normalise(lesson)
     if engine() is None:
         return f"No speech engine here: install one (`{APT}`), then run `dpcourse audio {name}` and re-run this cell."
-    return f"Audio not built yet: run `dpcourse audio {name}` in a terminal (about half a minute), then re-run this cell."
+    return (f"Audio not built yet: run `dpcourse audio {name}` in a terminal (about half a minute), "
+            "then re-run this cell.")
 
 
 # --------------------------------------------------------------------------- rendering
@@ -154,7 +155,8 @@ def render(lines: list[Line], out: Path, engine_name: str | None = None) -> dict
         _write_wav(wav, whole)
         partial = out.with_name(f".{out.name}.partial{out.suffix}")
         if out.suffix == ".ogg":
-            result = subprocess.run(["sox", str(wav), "-C", "0", str(partial)], capture_output=True, text=True, check=False, timeout=300)
+            result = subprocess.run(["sox", str(wav), "-C", "0", str(partial)], capture_output=True, text=True,
+                                    check=False, timeout=300)
             if result.returncode != 0:
                 raise RuntimeError(f"sox could not write Ogg Vorbis: {result.stderr.strip()[:300]}")
         else:

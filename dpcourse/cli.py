@@ -115,12 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed rounds per size; the median is reported (a shared machine needs many)")
     b.add_argument("--json", type=Path)
     b.add_argument("--plot", type=Path)
-    b = bsub.add_parser("network", help="the simulated link against its alpha-beta model; overlap vs flat on a cluster link")
+    b = bsub.add_parser("network",
+                        help="the simulated link against its alpha-beta model; overlap vs flat on a cluster link")
     b.add_argument("--link", default="1GbE", help="preset for the all-reduce part (dpcourse.links() lists them)")
     b.add_argument("--sizes", type=_sizes, default="1MB,4MB,16MB,64MB")
     b.add_argument("--world-sizes", default="2,4")
     b.add_argument("--repeats", type=int, default=5)
-    b.add_argument("--cluster", default="InfiniBand NDR", help="preset for the DDP part, dilated for --gpu")
+    b.add_argument("--cluster", default="100GbE", help="preset for the DDP part, dilated for --gpu (it must stay "
+                   "slower than this machine's loopback once dilated)")
     b.add_argument("--gpu", default="A100", help="the GPU the DDP part's cluster stands for: T4, A100, H100, H200")
     b.add_argument("--steps", type=int, default=8)
     b.add_argument("--json", type=Path)
@@ -133,13 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("compression", help="bytes per step and step time of DDP compression hooks on one link",
                         description="Default DDP, bf16, PowerSGD at ranks 1 and 4 and, with --hook, your own "
                                     "communication hook, side by side in one run on a simulated link.")
-    b.add_argument("--network", default="10GbE", help="a link preset (dpcourse.links()), or 'ideal' to count bytes only")
+    b.add_argument("--network", default="10GbE",
+                   help="a link preset (dpcourse.links()), or 'ideal' to count bytes only")
     b.add_argument("--gpu", default="A100", help="dilate the link for this GPU (A100, H100, T4), as lesson 10 does; "
                                                  "'none' runs the link as it is")
     b.add_argument("--hook", default=None, metavar="FILE:FUNCTION",
                    help="your hook, from a .py file or the cells tagged 'graded' of a notebook")
     b.add_argument("--hook-state", default=None, metavar="EXPR",
-                   help="the state passed to your hook, a Python expression evaluated next to it, e.g. 'TopKState(0.01)'")
+                   help="the state passed to your hook, a Python expression evaluated next to it, "
+                        "e.g. 'TopKState(0.01)'")
     b.add_argument("--world-size", type=int, default=2)
     b.add_argument("--steps", type=int, default=6, help="timed steps per method (after 3 warm-up steps)")
     b.add_argument("--model", default="lesson10", help="lesson10 (the lesson's digits MLP) or a build_model name")
@@ -219,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="stop after this many cards")
     p.add_argument("--status", action="store_true", help="only say what is due, per lesson")
     p.add_argument("--now", default=None, metavar="WHEN",
-                   help="pretend it is this time (ISO date, e.g. 2027-01-15T09:00, UTC): try the schedule on simulated days")
+                   help="pretend it is this time (ISO date, e.g. 2027-01-15T09:00, UTC): "
+                        "try the schedule on simulated days")
     p.set_defaults(func=_cmd_review)
     return parser
 

@@ -107,7 +107,8 @@ def _closing_link(world: int):
 
 
 @torch.no_grad()
-def ring_all_reduce(tensor: torch.Tensor, trace: list | None = None, segment_bytes: int = SEGMENT_BYTES) -> torch.Tensor:
+def ring_all_reduce(tensor: torch.Tensor, trace: list | None = None,
+                    segment_bytes: int = SEGMENT_BYTES) -> torch.Tensor:
     """Sum ``tensor`` over all ranks in place with the ring algorithm (reduce-scatter, all-gather).
 
     The ``2 (N-1)`` steps form one chain: at step ``j`` a rank receives chunk ``rank-j-1`` from its

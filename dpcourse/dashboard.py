@@ -90,8 +90,8 @@ def dashboard(workers: tuple[int, ...] = (1, 2), model: str = "small", batch_siz
     scaling_w = w.ToggleButtons(options=["weak", "strong"], value="weak", description="scaling", style=wide,
                                 tooltips=["batch is per worker", "batch is global, split over workers"])
     backend_w = w.Dropdown(options=_backends(), value=backend, description="backend", style=wide)
-    algo_w = w.Dropdown(options=algorithms, value=algorithm if algorithm in algorithms else "ddp", description="algorithm",
-                        style=wide)
+    algo_w = w.Dropdown(options=algorithms, value=algorithm if algorithm in algorithms else "ddp",
+                        description="algorithm", style=wide)
     network_w = w.Dropdown(options=[("none: this machine", "")] + [(name, name) for name in links()], value=network,
                            description="network", style=wide)
     cluster_w = w.Dropdown(options=[("none: no dilation", "")] + [(f"{name} GPUs", name) for name in gpus()],

@@ -36,7 +36,8 @@ from typing import Callable
 
 __all__ = ["Setting", "Result", "run_setting", "run_single_process", "run_settings", "with_single_process_baselines",
            "add_speedups", "aggregate", "plot_results", "write_csv", "settings_from_args", "busy_warning",
-           "link_for", "ideal_limit", "check_network", "summary", "main", "MODELS", "ALGORITHMS", "COLUMNS", "SINGLE", "REAL_MACHINE"]
+           "link_for", "ideal_limit", "check_network", "summary", "main", "MODELS", "ALGORITHMS", "COLUMNS", "SINGLE",
+           "REAL_MACHINE"]
 
 MODELS = ("tiny", "small", "medium", "large")
 ALGORITHMS = ("ddp", "bucketed", "naive")
@@ -69,7 +70,8 @@ class Setting:
     def describe(self) -> str:
         if self.algorithm == SINGLE:
             return f"1 process x {self.threads} thread{'s' if self.threads > 1 else ''}"
-        return f"{self.workers} rank{'s' if self.workers > 1 else ''} x {self.threads} thread{'s' if self.threads > 1 else ''}"
+        return (f"{self.workers} rank{'s' if self.workers > 1 else ''} x "
+                f"{self.threads} thread{'s' if self.threads > 1 else ''}")
 
 
 @dataclass
@@ -150,7 +152,11 @@ def _train(model_name: str, per_worker_batch: int, algorithm: str, steps: int, w
     model = build_model(model_name, seed=0).to(dev)
     data = synthetic_classification(n=per_worker_batch * 4, features=256, seed=1 + rank)
     x_all, y_all = data.tensors[0].to(dev), data.tensors[1].to(dev)
-    finish: Callable[[], None] = lambda: None
+
+    def no_finish() -> None:
+        """DDP averages the gradients during backward: nothing left to do after it."""
+
+    finish: Callable[[], None] = no_finish
     if algorithm == "ddp":
         net: torch.nn.Module = torch.nn.parallel.DistributedDataParallel(model)
     elif algorithm == "bucketed":
@@ -294,7 +300,8 @@ def add_speedups(results: list[Result]) -> None:
         elif one_thread:
             base, ratio = one_thread[0], r.workers
         else:
-            base = min((b for b in results if b.algorithm != SINGLE and _group(b) == _group(r)), key=lambda b: b.workers)
+            base = min((b for b in results if b.algorithm != SINGLE and _group(b) == _group(r)),
+                       key=lambda b: b.workers)
             ratio = r.workers / base.workers
         r.speedup = r.samples_per_s / base.samples_per_s
         r.speedup_min = (r.samples_per_s_min or r.samples_per_s) / base.samples_per_s
@@ -405,9 +412,13 @@ def plot_results(results: list[Result], fig: "matplotlib.figure.Figure | None" =
         label = f"{key[0]}, B={key[1]} ({key[4]}), {key[3]}" + (f", {key[6]}" if key[6] else "") + \
             (f" as {key[7]}" if key[7] else "")
         xs = [r.workers for r in rs]
-        spread = lambda lo, mid, hi: [[m - a for a, m in zip(lo, mid)], [b - m for b, m in zip(hi, mid)]]
+
+        def spread(lo, mid, hi):
+            return [[m - a for a, m in zip(lo, mid)], [b - m for b, m in zip(hi, mid)]]
+
         thr = [r.samples_per_s for r in rs]
-        axes[0].errorbar(xs, thr, yerr=spread([r.samples_per_s_min for r in rs], thr, [r.samples_per_s_max for r in rs]),
+        axes[0].errorbar(xs, thr, yerr=spread([r.samples_per_s_min for r in rs], thr,
+                                              [r.samples_per_s_max for r in rs]),
                          fmt="o-", capsize=3, label=label)
         sp = [r.speedup for r in rs]
         axes[1].errorbar(xs, sp, yerr=spread([r.speedup_min for r in rs], sp, [r.speedup_max for r in rs]),
@@ -502,7 +513,8 @@ def settings_from_args(args: argparse.Namespace) -> list[Setting]:
         workers = [int(w) for w in _split(args.workers)]
         batches = [int(b) for b in _split(args.batch_size)]
     except ValueError:
-        raise ValueError("--workers and --batch-size take whole numbers separated by commas, e.g. --workers 1,2,4") from None
+        raise ValueError("--workers and --batch-size take whole numbers separated by commas, "
+                         "e.g. --workers 1,2,4") from None
     if not workers or min(workers) < 1:
         raise ValueError("--workers needs one or more positive numbers, e.g. --workers 1,2")
     if not batches or min(batches) < 1:
@@ -519,7 +531,8 @@ def settings_from_args(args: argparse.Namespace) -> list[Setting]:
             try:
                 import dpcourse.ddp  # noqa: F401
             except ImportError:
-                raise ValueError("--algorithm bucketed needs dpcourse.ddp.BucketedDDP, which this checkout lacks; use ddp or naive") from None
+                raise ValueError("--algorithm bucketed needs dpcourse.ddp.BucketedDDP, which this checkout lacks; "
+                                 "use ddp or naive") from None
     network, cluster = check_network(args)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     default = "nccl" if gpus >= max(workers) and not network else "gloo"
@@ -528,7 +541,8 @@ def settings_from_args(args: argparse.Namespace) -> list[Setting]:
         if b not in ("gloo", "nccl"):
             raise ValueError(f"unknown backend {b!r}: use gloo or nccl")
         if b == "nccl" and gpus < max(workers):
-            raise ValueError(f"--backend nccl needs one GPU per worker: {max(workers)} workers, {gpus} GPU(s); use gloo")
+            raise ValueError(f"--backend nccl needs one GPU per worker: {max(workers)} workers, {gpus} GPU(s); "
+                             "use gloo")
         if b == "nccl" and network:
             raise ValueError("--network simulates a link over gloo on CPU: drop --backend nccl or --network")
     scaling = getattr(args, "scaling", "weak")
@@ -569,9 +583,11 @@ def summary(results: list[Result]) -> list[str]:
     for r in results:
         if r.algorithm == SINGLE:
             continue
-        singles = sorted((s for s in results if s.algorithm == SINGLE and (s.model, s.batch_size) == (r.model, r.batch_size)),
+        singles = sorted((s for s in results
+                          if s.algorithm == SINGLE and (s.model, s.batch_size) == (r.model, r.batch_size)),
                          key=lambda s: s.threads)
-        text = f"{r.describe()} ({r.model}, B={r.batch_size} {r.scaling}, {r.algorithm}): {r.samples_per_s:,.0f} samples/s"
+        text = (f"{r.describe()} ({r.model}, B={r.batch_size} {r.scaling}, {r.algorithm}): "
+                f"{r.samples_per_s:,.0f} samples/s")
         if singles:
             best = max(singles, key=lambda s: s.samples_per_s)
             text += "".join(f"; {r.samples_per_s / s.samples_per_s:.2f}x vs {s.describe()}"
@@ -622,7 +638,8 @@ def main(args: argparse.Namespace) -> int:
         settings = with_single_process_baselines(settings, cores)
     first = next(s for s in settings if s.algorithm != SINGLE)
     if first.cluster:
-        print(f"measuring the dilation: a training step of {first.model} here against an {first.cluster}...", flush=True)
+        print(f"measuring the dilation: a training step of {first.model} here against an {first.cluster}...",
+              flush=True)
     link, dilation = link_for(first)
     print(f"link: {link if link is not None else REAL_MACHINE}")
     if dilation:

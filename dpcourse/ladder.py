@@ -176,7 +176,8 @@ def max_difference(a: Rung, b: Rung) -> float:
 def table(results: list[Rung]) -> str:
     """A plain-text table: step time, throughput and agreement with the first rung."""
     base = results[0]
-    lines = [f"{'rung':<18} {'ranks':>5} {'where':<18} {'step ms':>8} {'samples/s':>10} {'max |diff| vs ' + base.name:>28}"]
+    lines = [f"{'rung':<18} {'ranks':>5} {'where':<18} {'step ms':>8} {'samples/s':>10} "
+             f"{'max |diff| vs ' + base.name:>28}"]
     for r in results:
         lines.append(f"{r.name:<18} {r.ranks:>5} {r.device:<18} {r.step_ms:>8.2f} {r.samples_per_s:>10,.0f} "
                      f"{max_difference(base, r):>28.1e}")

@@ -463,7 +463,8 @@ def _raise_timeout(workers: list[_Worker], sel: selectors.BaseSelector, timeout:
     ranks = [w.rank for w in running]
     raise LaunchTimeout(
         f"timed out after {timeout:g} s: rank(s) {ranks} still running (stacks printed above). "
-        "Often a deadlock (ranks calling collectives in a different order, a recv with no matching send) or an endless loop.",
+        "Often a deadlock (ranks calling collectives in a different order, a recv with no matching send) "
+        "or an endless loop.",
         ranks,
     ) from None
 

@@ -37,7 +37,8 @@ def plot_history(histories: Mapping[str, object], title: str = "") -> Figure:
     return fig
 
 
-def plot_phases(phases: Mapping[str, Mapping[str, float]], title: str = "Where one training step spends its time") -> Figure:
+def plot_phases(phases: Mapping[str, Mapping[str, float]],
+                title: str = "Where one training step spends its time") -> Figure:
     """Stacked horizontal bars, one per label, of phase times in milliseconds (``time_step_phases`` output)."""
     fig, ax = plt.subplots(figsize=(9, 0.9 + 0.7 * len(phases)))
     labels = list(phases)

@@ -15,7 +15,8 @@ __all__ = ["plot_memory", "plot_step_timeline"]
 
 _COLORS = {"parameters": "tab:blue", "gradients": "tab:orange", "optimizer state": "tab:green",
            "activations": "tab:gray",
-           "gathered parameters (peak, after forward)": "lightsteelblue", "all-gather": "tab:purple", "reduce-scatter": "tab:red",
+           "gathered parameters (peak, after forward)": "lightsteelblue", "all-gather": "tab:purple",
+           "reduce-scatter": "tab:red",
            "all-reduce": "tab:brown", "forward": "tab:cyan", "backward": "tab:olive", "optimizer": "tab:green"}
 
 

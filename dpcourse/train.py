@@ -134,7 +134,8 @@ def _optimizer(model: nn.Module, lr: float, momentum: float) -> torch.optim.Opti
 
 def train(model: nn.Module, train_set: Data, *, epochs: int = 5, batch_size: int = 64, lr: float = 0.05,
           momentum: float = 0.9, test_set: Data | None = None, seed: int = 0, device: str | torch.device | None = None,
-          amp: bool = False, loss_fn: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None) -> History:
+          amp: bool = False, loss_fn: nn.Module | None = None,
+          optimizer: torch.optim.Optimizer | None = None) -> History:
     """Train ``model`` in place with SGD for ``epochs`` epochs; return the measured ``History``.
 
     Epoch ``e`` shuffles with seed ``seed + e``, so the same ``seed`` and initial weights give the
@@ -194,7 +195,8 @@ def _step_source(data: Data, batch_size: int, device: torch.device) -> Iterator[
     """Batches without end: epoch after epoch (seeds 0, 1, ...), full batches only."""
     x, _ = _tensors(data)
     if len(x) < batch_size:
-        raise ValueError(f"batch_size={batch_size} is larger than the data set ({len(x)} samples): use a smaller batch.")
+        raise ValueError(f"batch_size={batch_size} is larger than the data set ({len(x)} samples): "
+                         "use a smaller batch.")
     seed = 0
     while True:
         yield from batches(data, batch_size, seed=seed, drop_last=True, device=device)

@@ -161,8 +161,9 @@ class ZeroOptimizer:
         saved = (state.get("world_size"), state.get("rank"), state.get("numel"))
         if saved != (self.world_size, self.rank, self.numel):
             raise ValueError(f"this state is rank {saved[1]} of {saved[0]} for {saved[2]} parameters; here it is "
-                             f"rank {self.rank} of {self.world_size} for {self.numel}: a ZeRO shard only loads where it "
-                             "was saved (use torch.distributed.checkpoint to resume on another number of ranks).")
+                             f"rank {self.rank} of {self.world_size} for {self.numel}: a ZeRO shard only "
+                             "loads where it was saved (use torch.distributed.checkpoint to resume on another "
+                             "number of ranks).")
         self.optimizer.load_state_dict(state["optimizer"])
         self.master.copy_(state["master"])
         self.flat[self.start:self.stop].copy_(self.master)

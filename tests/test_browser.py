@@ -68,7 +68,8 @@ def lab(tmp_path):
     # nothing about news here: dpcourse lab's own config must keep the first start quiet
     token, port = secrets.token_hex(16), _free_port()
     env = lab_env({**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
-                   "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+                   "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+                   "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
                    "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")})
     cmd = lab_command(work, ["--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
                              "--ServerApp.port_retries=0", "--LabApp.news_url=",

@@ -29,7 +29,8 @@ def test_digits_split_is_a_disjoint_cover_and_repeatable():
     seen = [tuple(r.flatten().tolist()) for r in torch.cat([train.tensors[0], test.tensors[0]])]
     assert set(seen) == rows
     again_train, _ = digits_split(test_fraction=0.2, seed=0)
-    assert torch.equal(train.tensors[0], again_train.tensors[0]) and torch.equal(train.tensors[1], again_train.tensors[1])
+    assert (torch.equal(train.tensors[0], again_train.tensors[0])
+            and torch.equal(train.tensors[1], again_train.tensors[1]))
     other_train, _ = digits_split(test_fraction=0.2, seed=1)
     assert not torch.equal(train.tensors[1], other_train.tensors[1])
 
@@ -120,7 +121,8 @@ def test_transformer_is_causal():
 def test_count_parameters_by_hand():
     assert count_parameters(nn.Linear(3, 4)) == 3 * 4 + 4
     assert count_parameters(DigitsMLP(hidden=64)) == 64 * 64 + 64 + 64 * 10 + 10
-    assert count_parameters(WideMLP(features=8, width=16, depth=2, classes=3)) == (8 * 16 + 16) + (16 * 16 + 16) + (16 * 3 + 3)
+    assert count_parameters(WideMLP(features=8, width=16, depth=2, classes=3)) == (
+        (8 * 16 + 16) + (16 * 16 + 16) + (16 * 3 + 3))
 
 
 def test_count_parameters_counts_shared_once_and_skips_frozen():

@@ -48,7 +48,8 @@ def _build(seed: int, dtype: torch.dtype) -> nn.Module:
 
 def _optimizer(model: nn.Module, plain: bool) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=0.1) if plain else torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01)
+    return (torch.optim.SGD(params, lr=0.1) if plain
+            else torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01))
 
 
 def _state(model: nn.Module) -> dict[str, np.ndarray]:

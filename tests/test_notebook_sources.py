@@ -18,7 +18,8 @@ SOURCES = sorted((ROOT / "tools" / "nbsrc").glob("*/*.py"))
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_notebook_matches_source(source):
     notebook = ROOT / source.parent.name / f"{source.stem}.ipynb"
-    assert notebook.exists(), f"{notebook.relative_to(ROOT)} is missing: python tools/nb.py build {source.relative_to(ROOT)} {notebook.relative_to(ROOT)}"
+    assert notebook.exists(), (f"{notebook.relative_to(ROOT)} is missing: "
+                               f"python tools/nb.py build {source.relative_to(ROOT)} {notebook.relative_to(ROOT)}")
     stored = nbformat.read(notebook, as_version=4)
     expected = parse_percent(source.read_text())
     assert [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source) for c in expected.cells], (

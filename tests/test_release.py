@@ -91,7 +91,8 @@ def test_a_solution_without_regions_is_an_error(tmp_path):
 
 
 def test_outputs_counts_and_widget_state_are_cleared(tmp_path):
-    _solution(tmp_path / "solutions", "05_y.ipynb", SOURCE, "print('setup')\n### BEGIN SOLUTION\nz = 1\n### END SOLUTION")
+    _solution(tmp_path / "solutions", "05_y.ipynb", SOURCE,
+              "print('setup')\n### BEGIN SOLUTION\nz = 1\n### END SOLUTION")
     assert main(_args(tmp_path / "solutions", tmp_path / "exercises")) == 0
     nb = nbformat.read(tmp_path / "exercises" / "05_y.ipynb", as_version=4)
     nbformat.validate(nb)

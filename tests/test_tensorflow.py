@@ -67,7 +67,8 @@ def test_four_mirrored_replicas_match_one():
         out, _ = proc.communicate()
         pytest.fail(f"TensorFlow run timed out:\n{out[-2000:]}")
     assert proc.returncode == 0, out[-3000:]
-    values = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1] and line.split()[0].isupper()}
+    values = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+              if line.split()[:1] and line.split()[0].isupper()}
     assert values["REPLICAS"] == ["1", "4"]
     assert float(values["DIFF"][0]) < 1e-5
     assert float(values["MOVED"][0]) > 1e-2  # training happened, so the agreement means something
@@ -76,5 +77,6 @@ def test_four_mirrored_replicas_match_one():
 def test_lesson_source_configures_devices_before_use():
     from pathlib import Path
 
-    src = (Path(__file__).resolve().parent.parent / "tools" / "nbsrc" / "lessons" / "06b_tensorflow_mirrored.py").read_text()
+    src = (Path(__file__).resolve().parent.parent / "tools" / "nbsrc" / "lessons"
+           / "06b_tensorflow_mirrored.py").read_text()
     assert src.index("set_logical_device_configuration(cpu") < src.index("tf.distribute.MirroredStrategy(DEVICES")

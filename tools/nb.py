@@ -40,7 +40,8 @@ def parse_percent(text: str, where: str = "<source>") -> nbformat.NotebookNode:
         got = ours[line] if line < len(ours) else "<end of file>"
         want = theirs[line] if line < len(theirs) else "<end of file>"
         raise MalformedSource(f"{where}:{line + 1}: not in jupytext's percent format: found {got!r}, "
-                              f"jupytext would write {want!r} (a markdown line starts with '# ', a shell line is '# !cmd').")
+                              f"jupytext would write {want!r} (a markdown line starts with '# ', "
+                              "a shell line is '# !cmd').")
     nb.metadata.pop("jupytext", None)
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nb.metadata["language_info"] = {"name": "python"}

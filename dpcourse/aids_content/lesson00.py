@@ -58,21 +58,27 @@ QUIZ = [
                     "little: the machine is oversubscribed, so the workers share the 2 cores",
                     "that gloo is slower than NCCL"],
         "answer": 2,
-        "why": "Four workers on two cores take turns: the results are still correct, but speed needs one core (or GPU) per worker.",
+        "why": "Four workers on two cores take turns: the results are still correct, but speed needs one core (or GPU) "
+               "per worker.",
     },
     {
         "q": "Rank 1 waits for a message that rank 0 never sends. What does `dpcourse.launch` do?",
-        "choices": ["waits forever", "raises LaunchTimeout when the timeout runs out, after printing where each hung rank is stuck, and kills the workers",
+        "choices": ["waits forever",
+                    ("raises LaunchTimeout when the timeout runs out, after printing where each hung rank is stuck, "
+                     "and kills the workers"),
                     "restarts rank 1", "returns None for rank 1"],
         "answer": 1,
-        "why": "A hang is the usual symptom of a distributed bug, so every launch has a deadline and cleans up after itself.",
+        "why": "A hang is the usual symptom of a distributed bug, so every launch has a deadline and cleans up after "
+               "itself.",
     },
     {
         "q": "Why does the launcher fork workers instead of starting fresh Python processes?",
-        "choices": ["fork lets a function defined in a notebook cell run in the workers, and starts them in a fraction of a second",
+        "choices": [("fork lets a function defined in a notebook cell run in the workers, "
+                     "and starts them in a fraction of a second"),
                     "fresh processes cannot use gloo", "fork uses less memory on GPUs", "torchrun requires fork"],
         "answer": 0,
-        "why": "A fresh interpreter would have to import the function by name, and a notebook cell's function has no importable name.",
+        "why": "A fresh interpreter would have to import the function by name, and a notebook cell's function has no "
+               "importable name.",
     },
 ]
 

@@ -46,7 +46,8 @@ TERMS = {
 
 QUIZ = [
     {
-        "q": "Two one-thread workers on a 2-core machine reach 1.6x the throughput of one thread. What is the fair conclusion?",
+        "q": "Two one-thread workers on a 2-core machine reach 1.6x the throughput of one thread. What is the fair "
+             "conclusion?",
         "choices": ["data parallelism gives 1.6x here",
                     "compare with one process using both cores before claiming any speedup",
                     "the second core is broken",
@@ -71,7 +72,8 @@ QUIZ = [
                "pass (the lesson prints the ratio it measured).",
     },
     {
-        "q": "You raise the batch from 16 to 256 at the same learning rate and train for the same number of epochs. What do you expect?",
+        "q": "You raise the batch from 16 to 256 at the same learning rate and train for the same number of epochs. "
+             "What do you expect?",
         "choices": ["the same accuracy, faster",
                     "higher throughput, but fewer updates, so often lower accuracy per sample seen",
                     "lower throughput and higher accuracy",

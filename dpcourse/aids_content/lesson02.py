@@ -40,14 +40,17 @@ TERMS = {
     "micro-batch": "a slice of a batch processed on its own during gradient accumulation",
     "gradient accumulation": "adding the gradients of several micro-batches before one optimizer step",
     "replica": "one worker's copy of the model; all replicas hold the same weights",
-    "mean vs sum reduction": "whether a loss averages or adds the per-sample losses; it decides average vs sum of gradients",
+    "mean vs sum reduction": "whether a loss averages or adds the per-sample losses; it decides average vs sum of "
+                             "gradients",
     "SyncBatchNorm": "BatchNorm whose statistics are computed over all workers' samples together",
-    "rounding-level difference": "a difference of about 1e-7 relative (float32) or 1e-16 (float64), from summation order alone",
+    "rounding-level difference": "a difference of about 1e-7 relative (float32) or 1e-16 (float64), from summation "
+                                 "order alone",
 }
 
 QUIZ = [
     {
-        "q": "Four workers each compute the gradient of a mean loss on 32 samples and average them. Compared with one worker on all 128:",
+        "q": "Four workers each compute the gradient of a mean loss on 32 samples and average them. Compared with one "
+             "worker on all 128:",
         "choices": ["the gradient is 4x larger", "the gradient is 4x smaller",
                     "the gradient is the same, up to rounding", "the gradient is a noisier estimate"],
         "answer": 2,
@@ -61,7 +64,8 @@ QUIZ = [
         "why": "Averaging k shard sums gives the full sum divided by k: like dividing the learning rate by k.",
     },
     {
-        "q": "A batch of 100 is split 10 + 90 and the two shard gradients are averaged plainly. Which samples are over-weighted?",
+        "q": "A batch of 100 is split 10 + 90 and the two shard gradients are averaged plainly. Which samples are "
+             "over-weighted?",
         "choices": ["the 90 in the big shard", "the 10 in the small shard", "none, the average is exact",
                     "only the first sample"],
         "answer": 1,
@@ -72,7 +76,8 @@ QUIZ = [
         "choices": ["nothing", "each worker draws the same dropout masks for its shard, so the noise is copied",
                     "the weights start different", "the gradients become zero"],
         "answer": 1,
-        "why": "Same seed, same stream: sample i of every shard is dropped the same way. Seed per rank for training randomness.",
+        "why": "Same seed, same stream: sample i of every shard is dropped the same way. Seed per rank for training "
+               "randomness.",
     },
     {
         "q": "Which layer makes a shard's gradient depend on the other samples in its shard?",

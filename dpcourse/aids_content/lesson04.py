@@ -59,13 +59,15 @@ QUIZ = [
     },
     {
         "q": "For a 1 KB tensor, which term of the alpha-beta model dominates?",
-        "choices": ["alpha, the per-message latency", "beta, the per-byte cost", "neither", "the number of chunks squared"],
+        "choices": ["alpha, the per-message latency", "beta, the per-byte cost", "neither",
+                    "the number of chunks squared"],
         "answer": 0,
         "why": "beta*b is tiny for 1 KB; the fixed cost of each of the 2(N-1) messages dominates.",
     },
     {
         "q": "Why report bus bandwidth rather than algorithm bandwidth when comparing with hardware?",
-        "choices": ["it is always larger", "it counts the bytes each rank must actually move, so it does not depend on N",
+        "choices": ["it is always larger",
+                    "it counts the bytes each rank must actually move, so it does not depend on N",
                     "it includes the memory bandwidth", "nccl-tests cannot measure algorithm bandwidth"],
         "answer": 1,
         "why": "busbw = algbw * 2(N-1)/N: the data rate per rank, to be set against the link speed.",

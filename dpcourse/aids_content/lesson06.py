@@ -57,13 +57,15 @@ QUIZ = [
      "why": "The optimizer updates the original model, which sits on device 0."},
 ]
 
-MNEMONIC = "**S**ome **R**eplicas **P**ass **G**radients home: Scatter, Replicate, Parallel_apply, Gather - then sum on GPU 0."
+MNEMONIC = ("**S**ome **R**eplicas **P**ass **G**radients home: Scatter, Replicate, Parallel_apply, Gather - then sum "
+            "on GPU 0.")
 
 # The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
 KEY_POINTS = [
     ("DataParallel scatters the batch, replicates the model, runs replicas in threads and gathers the outputs "
      "onto device zero, on every step.",
-     "Like a manager who photocopies the whole manual for every helper every morning, then collects all the work himself."),
+     "Like a manager who photocopies the whole manual for every helper every morning, then collects all the work "
+     "himself."),
     ("On a machine without GPUs, DataParallel silently does nothing except add a module prefix to every name.",
      "Like a sign that says team meeting on a door with nobody behind it: the work is still done by one person."),
     ("Threads of one process share the interpreter lock, so Python-heavy models do not run in parallel.",

@@ -59,7 +59,8 @@ QUIZ = [
      "answer": 2,
      "why": "The shuffle is seeded with seed + epoch; without set_epoch the epoch stays 0."},
     {"q": "Why does only rank 0 write the checkpoint?",
-     "choices": ["Other ranks have different weights", "All ranks hold identical values; several writers would corrupt one file",
+     "choices": ["Other ranks have different weights",
+                 "All ranks hold identical values; several writers would corrupt one file",
                  "Only rank 0 can open files", "torch.save needs a process group"],
      "answer": 1,
      "why": "DDP keeps replicas identical; one copy suffices. Every rank then loads that copy."},
@@ -81,7 +82,8 @@ QUIZ = [
             "(--nnodes=1:2)."},
 ]
 
-MNEMONIC = "**S**ampler, **E**poch, **J**oin, **N**o_sync, **C**heckpoint on zero: *Seven Jolly Nodes Checkpoint* - and torchrun picks them up when they fall."
+MNEMONIC = ("**S**ampler, **E**poch, **J**oin, **N**o_sync, **C**heckpoint on zero: *Seven Jolly Nodes Checkpoint* - "
+            "and torchrun picks them up when they fall.")
 
 # The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
 KEY_POINTS = [

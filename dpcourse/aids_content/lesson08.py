@@ -42,52 +42,64 @@ SUMMARY = {
 
 TERMS = {
     "strong scaling": "fixed global batch (fixed total work) split over more workers; ideal step time falls as 1/p",
-    "weak scaling": "fixed work per worker, so the global batch grows with the number of workers; ideal step time stays flat",
+    "weak scaling": "fixed work per worker, so the global batch grows with the number of workers; ideal step time "
+                    "stays flat",
     "scaling efficiency": "speedup divided by the number of workers (1.0 = perfect)",
-    "speedup baseline": "what a speedup is measured against; on a CPU, one process with 1 thread and one with all cores' threads are different rivals",
+    "speedup baseline": "what a speedup is measured against; on a CPU, one process with 1 thread and one with all "
+                        "cores' threads are different rivals",
     "compute-to-communication ratio": "time a step spends computing divided by the time its gradient exchange takes",
     "alpha-beta model": "message time = alpha (fixed latency) + bytes x beta (inverse bandwidth)",
     "ring vs tree all-reduce": "ring: latency grows with p, bandwidth-optimal; tree: latency grows with log p",
     "gradient bucket": "a group of gradients reduced in one message, sent as soon as all of them are ready",
-    "linear LR scaling with warmup": "multiply the learning rate by k when the batch grows k-fold, reaching it gradually over the first steps",
+    "linear LR scaling with warmup": "multiply the learning rate by k when the batch grows k-fold, reaching it "
+                                     "gradually over the first steps",
     "straggler": "one slow worker; since collectives wait for everyone, every step takes as long as the slowest rank",
     "ZeRO / FSDP": "shard optimizer state, gradients and parameters over ranks instead of copying them to every rank",
 }
 
 QUIZ = [
     {
-        "q": "You double the workers and keep the global batch fixed. Which kind of scaling is that, and what happens to each worker's compute per step?",
+        "q": "You double the workers and keep the global batch fixed. Which kind of scaling is that, and what happens "
+             "to each worker's compute per step?",
         "choices": ["weak scaling; it stays the same", "strong scaling; it halves",
                     "strong scaling; it doubles", "weak scaling; it halves"],
         "answer": 1,
-        "why": "Strong scaling divides a fixed amount of work, so each worker computes half as much while the gradient exchange stays the same size.",
+        "why": "Strong scaling divides a fixed amount of work, so each worker computes half as much while the gradient "
+               "exchange stays the same size.",
     },
     {
-        "q": "A ring all-reduce of n bytes over p workers costs about 2(p-1) alpha + 2(p-1)/p n beta. What dominates at p = 4096 for a small message?",
+        "q": "A ring all-reduce of n bytes over p workers costs about 2(p-1) alpha + 2(p-1)/p n beta. What dominates "
+             "at p = 4096 for a small message?",
         "choices": ["the bandwidth term", "the latency term 2(p-1) alpha", "neither: both vanish",
                     "the compute time"],
         "answer": 1,
-        "why": "The latency term grows linearly with p while the bandwidth term stays near 2 n beta; that is why trees take over for small messages at scale.",
+        "why": "The latency term grows linearly with p while the bandwidth term stays near 2 n beta; that is why trees "
+               "take over for small messages at scale.",
     },
     {
-        "q": "One of 8 ranks computes 50 % slower than the others. Roughly how long do the other seven ranks' steps take?",
+        "q": "One of 8 ranks computes 50 % slower than the others. Roughly how long do the other seven ranks' steps "
+             "take?",
         "choices": ["as before", "1/8 longer", "as long as the slow rank's step", "twice as long"],
         "answer": 2,
-        "why": "The gradient all-reduce cannot finish until every rank contributes, so every rank waits for the slowest.",
+        "why": "The gradient all-reduce cannot finish until every rank contributes, so every rank waits for the "
+               "slowest.",
     },
     {
         "q": "On an idle 2-core CPU, why can 2 ranks x 1 thread at best come close to 1 process x 2 threads?",
-        "choices": ["gloo is slower than NCCL", "the process's intra-op threads already use both cores, and it pays no all-reduce",
+        "choices": ["gloo is slower than NCCL",
+                    "the process's intra-op threads already use both cores, and it pays no all-reduce",
                     "two processes cannot run at the same time", "DDP computes the gradients twice"],
         "answer": 1,
-        "why": "Both use the same two cores; adding ranks moves the compute around instead of adding any. On a cluster each rank brings its own GPU.",
+        "why": "Both use the same two cores; adding ranks moves the compute around instead of adding any. On a cluster "
+               "each rank brings its own GPU.",
     },
     {
         "q": "Weak scaling from 1 to 16 workers with batch 64 each: what should you do to the learning rate?",
         "choices": ["keep it", "divide it by 16", "multiply it by 16, ramped up over a warmup",
                     "multiply it by 16 from the first step"],
         "answer": 2,
-        "why": "The global batch grew 16-fold; linear scaling keeps the per-sample step the same, and the warmup avoids the early instability of a large rate.",
+        "why": "The global batch grew 16-fold; linear scaling keeps the per-sample step the same, and the warmup "
+               "avoids the early instability of a large rate.",
     },
 ]
 
@@ -106,7 +118,8 @@ MNEMONIC = (
 KEY_POINTS = [
     ("Strong scaling splits a fixed global batch; weak scaling keeps each worker's batch. The all-reduce "
      "moves the model's size either way, so strong scaling runs out of efficiency first.",
-     "Like splitting one pizza among more friends: everyone eats less, but the time to pass the plates stays the same."),
+     "Like splitting one pizza among more friends: everyone eats less, but the time to pass the plates stays the "
+     "same."),
     ("The ratio of compute to communication decides the efficiency, and it grows with the batch per worker.",
      "A long meeting justifies a long commute; a five-minute meeting does not."),
     ("A larger global batch needs a proportionally larger learning rate, usually with a warmup.",

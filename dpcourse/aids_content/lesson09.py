@@ -147,20 +147,25 @@ KEY_POINTS = [
      "Like a relay race in which each runner repaints their own leg of the track while holding the baton."),
     ("ZeRO-3 shards the parameters too, so each layer is gathered before forward and again before backward: "
      "half as much traffic again as DDP.",
-     "Like borrowing a ladder from the neighbours each time you need it, instead of owning one: less clutter, more trips."),
+     "Like borrowing a ladder from the neighbours each time you need it, instead of owning one: less clutter, more "
+     "trips."),
     ("The extra gathering is free only while it hides behind compute: with small batches or slow links it shows.",
-     "Like a kitchen that fetches each ingredient as the cook needs it: fine while the cook is slower than the runner."),
+     "Like a kitchen that fetches each ingredient as the cook needs it: fine while the cook is slower than the "
+     "runner."),
     ("A sharded checkpoint is one file per rank plus a map, so it can be reloaded on a different number of ranks.",
-     "Like a jigsaw shipped in labelled bags with a picture on the lid: any number of people can share the bags out again."),
+     "Like a jigsaw shipped in labelled bags with a picture on the lid: any number of people can share the bags out "
+     "again."),
 ]
 
 CARDS = [
     ("Mixed-precision Adam: bytes per parameter for weights, gradients and optimizer state?",
      "2 (bf16 weights) + 2 (bf16 gradients) + 12 (fp32 master, momentum, variance) = 16."),
     ("Which collectives does one ZeRO-1 step use, and how do their bytes compare with DDP's all-reduce?",
-     "One reduce-scatter of the gradients and one all-gather of the parameters: together exactly an all-reduce's bytes."),
+     "One reduce-scatter of the gradients and one all-gather of the parameters: together exactly an all-reduce's "
+     "bytes."),
     ("What does ZeRO-2 shard that ZeRO-1 does not, and what does ZeRO-3 add?",
-     "ZeRO-2 also shards the gradients; ZeRO-3 (FSDP) also shards the parameters, gathering each layer when it is used."),
+     "ZeRO-2 also shards the gradients; ZeRO-3 (FSDP) also shards the parameters, gathering each layer when it is "
+     "used."),
     ("Why is the flat buffer padded to N * ceil(numel / N)?",
      "Reduce-scatter and all-gather need equal shards; the padding rides along and is never stepped."),
     ("What does ZeRO never shard, and why does that matter?",

@@ -128,7 +128,8 @@ def _device(cfg: Config) -> torch.device:
     return torch.device("cpu")
 
 
-def _rank_data(cfg: Config, train_set: Any, rank: int, world: int, epoch: int) -> tuple[DataLoader, DistributedSampler | None]:
+def _rank_data(cfg: Config, train_set: Any, rank: int, world: int,
+               epoch: int) -> tuple[DataLoader, DistributedSampler | None]:
     if cfg.uneven:
         # deliberately unequal shards: rank r gets 1/(r+2)... of the data, so ranks run out at different steps
         n = len(train_set)
@@ -226,7 +227,7 @@ def train(cfg: Config | dict | None = None, **overrides: Any) -> dict[str, Any]:
         loader, sampler = _rank_data(cfg, train_set, rank, world, epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
-        total, count = torch.zeros(2, dtype=torch.float64), 0
+        total = torch.zeros(2, dtype=torch.float64)  # [loss x samples, samples] on this rank
         with Join([ddp]) if cfg.uneven and cfg.join else nullcontext():
             batches = list(loader)
             for i, (x, y) in enumerate(batches):
