@@ -254,8 +254,10 @@ def test_a_deadlock_reports_the_limit_that_was_set(graded_class):
 
 
 def test_no_stored_notebook_shows_a_bare_check_result():
-    for path in sorted([*ROOT.glob("lessons/*.ipynb"), *ROOT.glob("solutions/*.ipynb"), *ROOT.glob("exercises/*.ipynb")]):
+    notebooks = [*ROOT.glob("lessons/*.ipynb"), *ROOT.glob("solutions/*.ipynb"), *ROOT.glob("exercises/*.ipynb")]
+    for path in sorted(notebooks):
         for cell in json.loads(path.read_text())["cells"]:
             for output in cell.get("outputs", []):
                 text = "".join(output.get("data", {}).get("text/plain", ""))
-                assert not text.startswith("CheckResult("), f"{path.name}: re-run it (check() now displays nothing more)"
+                assert not text.startswith("CheckResult("), (
+                    f"{path.name}: re-run it (check() now displays nothing more)")

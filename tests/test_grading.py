@@ -22,7 +22,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from processes import children
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,10 +57,12 @@ def _planted(hangs: bool) -> list[Path]:
 
     files = sorted(PLANTED.glob("*.py")) + sorted(PLANTED.glob("*.ipynb"))
     sandboxed = not available()  # files that only the sandbox can stop (``# sandbox: ...``) need one
-    return [p for p in files if (_header(p).get("hangs") == "yes") == hangs and (sandboxed or not _header(p).get("sandbox"))]
+    return [p for p in files
+            if (_header(p).get("hangs") == "yes") == hangs and (sandboxed or not _header(p).get("sandbox"))]
 
 
-def _grade(paths: list[Path], out: Path, *extra: str, timeout: float = 1500) -> tuple[subprocess.CompletedProcess, dict]:
+def _grade(paths: list[Path], out: Path, *extra: str,
+           timeout: float = 1500) -> tuple[subprocess.CompletedProcess, dict]:
     cmd = [sys.executable, "-m", "dpcourse.cli", "grade", *map(str, paths), "--out", str(out), *extra]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=out.parent)
     reports = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/results.json")}
@@ -234,7 +235,8 @@ def test_missing_submission_file_costs_its_points_only(tmp_path):
     good = _materialise([PLANTED / "02_good.py"], tmp_path / "s")
     done, reports = _grade([tmp_path / "s" / "02_nothing_here.ipynb", *good], tmp_path / "out", "--timeout", "60")
     assert done.returncode == 0
-    assert reports["02_nothing_here"]["score"] == 0 and "cannot read" in reports["02_nothing_here"]["tests"][0]["output"]
+    nothing = reports["02_nothing_here"]
+    assert nothing["score"] == 0 and "cannot read" in nothing["tests"][0]["output"]
     assert reports["02_good"]["score"] == reports["02_good"]["max_score"]
 
 
@@ -331,8 +333,9 @@ def test_only_code_counts_as_using_a_reference_not_comments_or_docstrings():
     refs = ("dpcourse.collectives", "torch.nn.parallel")
     mentions = '"""Shaped like torch.nn.parallel.DistributedDataParallel."""\n# not dpcourse.collectives\nx = 1\n'
     assert references_used(mentions, refs) == []
-    assert references_used("from torch.nn.parallel import DistributedDataParallel as D\n", refs) == ["torch.nn.parallel"]
-    assert references_used("import torch\nD = torch . nn . parallel . DistributedDataParallel\n", refs) == ["torch.nn.parallel"]
+    parallel = ["torch.nn.parallel"]
+    assert references_used("from torch.nn.parallel import DistributedDataParallel as D\n", refs) == parallel
+    assert references_used("import torch\nD = torch . nn . parallel . DistributedDataParallel\n", refs) == parallel
     assert references_used("from dpcourse import collectives\n", refs) == ["dpcourse.collectives"]
 
 

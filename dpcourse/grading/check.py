@@ -46,7 +46,8 @@ def _resolve(names: tuple[str, ...], given: tuple[Any, ...], caller: dict) -> di
                             "first, or pass it: check(exercise, " + ", ".join(names) + ").")
         return {n: caller[n] for n in names}
     if len(given) != len(names):
-        raise TypeError(f"check() for this exercise takes {len(names)} object(s), {', '.join(names)}; got {len(given)}.")
+        raise TypeError(f"check() for this exercise takes {len(names)} object(s), {', '.join(names)}; "
+                        f"got {len(given)}.")
     for obj in given:
         if not callable(obj):
             raise TypeError(f"check() needs your functions/classes themselves, got {type(obj).__name__}: "

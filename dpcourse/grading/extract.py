@@ -108,8 +108,8 @@ def _kept_from_other_cell(source: str, names: tuple[str, ...], references: tuple
 
 def _code_only(source: str) -> str:
     """``source`` without its comments and string literals (a docstring may mention any module)."""
-    skip = {tokenize.COMMENT, tokenize.STRING} | {getattr(tokenize, n) for n in
-                                                  ("FSTRING_START", "FSTRING_MIDDLE", "FSTRING_END") if hasattr(tokenize, n)}
+    fstring_parts = ("FSTRING_START", "FSTRING_MIDDLE", "FSTRING_END")
+    skip = {tokenize.COMMENT, tokenize.STRING} | {getattr(tokenize, n) for n in fstring_parts if hasattr(tokenize, n)}
     lines: dict[int, list[str]] = {}
     try:
         for tok in tokenize.generate_tokens(io.StringIO(source).readline):

@@ -281,8 +281,9 @@ _LOADS = Test("the graded cells run", lambda learner, params, ctx: None, lambda 
 def _test_jobs(loaded: Job, timeout: float | None) -> list[Job]:
     report: Report = loaded.tag
     assert report.suite is not None
-    return [Job(test, loaded.names, loaded.seed + 7919 * i, timeout or test.timeout or 60.0, loaded.memory_mb, cells=loaded.cells, reference_modules=loaded.reference_modules,
-                tag=report) for i, test in enumerate(report.suite.tests)]
+    return [Job(test, loaded.names, loaded.seed + 7919 * i, timeout or test.timeout or 60.0, loaded.memory_mb,
+                cells=loaded.cells, reference_modules=loaded.reference_modules, tag=report)
+            for i, test in enumerate(report.suite.tests)]
 
 
 class _Progress:
@@ -323,7 +324,8 @@ def grade(paths: list[Path], timeout: float | None = None, memory_mb: int = 4096
             jobs += _test_jobs(done.job, timeout)
         else:
             _fail_all(done.job.tag, f"running the graded cells failed: {verdict.message}")
-            done.job.tag.verdicts = [Verdict(t, False, done.job.tag.problem, done.output) for t in done.job.tag.suite.tests]
+            tag = done.job.tag
+            tag.verdicts = [Verdict(t, False, tag.problem, done.output) for t in tag.suite.tests]
             if bar:
                 bar.done += len(done.job.tag.suite.tests) - 1
                 bar(done)

@@ -130,7 +130,8 @@ def _check_params(got: Any, config: dict, world: int, seed: int, what: str) -> N
     want = reference(_config(seed, **config), world)
     if not isinstance(got, dict) or set(got) != set(want):
         names = sorted(got) if isinstance(got, dict) else got
-        hint = " (return model.module's state: no 'module.' prefix)" if any("module." in str(n) for n in names or []) else ""
+        prefixed = any("module." in str(n) for n in names or [])
+        hint = " (return model.module's state: no 'module.' prefix)" if prefixed else ""
         raise Fail(f"{what}: params has names {names}, expected {sorted(want)}{hint}.")
     for name in want:
         compare_rel(f"{what}, parameter {name}", got[name], want[name], RTOL)

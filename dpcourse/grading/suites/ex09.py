@@ -40,7 +40,8 @@ def _model(kind: str, seed: int) -> Any:
 
     torch.manual_seed(seed)
     if kind == "even":   # 6*6+6 + 6*3+3 + 3 = 66 parameters: divisible by 2
-        return nn.Sequential(nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 3), nn.Tanh(), nn.Linear(3, 1, bias=False)).double()
+        return nn.Sequential(nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 3), nn.Tanh(),
+                             nn.Linear(3, 1, bias=False)).double()
     if kind == "odd":    # 6*5+5 + 5*3+3 = 53 parameters: a prime, so no world size above 1 divides it
         return nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
     return nn.Sequential(nn.Linear(6, 40), nn.Tanh(), nn.Linear(40, 30), nn.Tanh(), nn.Linear(30, 3)).double()
@@ -89,7 +90,8 @@ def _state_bytes(opt: Any) -> Any:
     inner = getattr(opt, "optimizer", None)
     if not isinstance(inner, torch.optim.Optimizer):
         return None
-    return int(sum(t.numel() * t.element_size() for s in inner.state.values() for t in s.values() if torch.is_tensor(t)))
+    return int(sum(t.numel() * t.element_size()
+                   for s in inner.state.values() for t in s.values() if torch.is_tensor(t)))
 
 
 def _train_worker(cls: Any, seed: int, kind: str, optimizer: str, steps: int, round_trip_at: Any) -> dict:
@@ -163,7 +165,8 @@ def _judge_training(raw: Any, p: dict, seed: int) -> None:
     want, initial, _ = _reference(p, seed)
     for r, out in enumerate(raw):
         got = out.get("params") or []
-        if len(got) != len(want) or not all(isinstance(g, np.ndarray) and g.shape == w.shape for g, w in zip(got, want)):
+        same_shapes = all(isinstance(g, np.ndarray) and g.shape == w.shape for g, w in zip(got, want))
+        if len(got) != len(want) or not same_shapes:
             raise Fail(f"rank {r}: the model lost parameters or changed their shapes.")
         if n > 1 and _missing_all_gather(got, want, initial, r, n):
             raise Fail(f"rank {r}: the parameters outside its own shard never changed from their initial values: "
@@ -218,9 +221,9 @@ _add("SGD with momentum, 2 ranks, an even parameter count: matches one process",
      kind="even", optimizer="sgd", world_size=2)
 _add("AdamW with weight decay, 2 ranks: matches one process", _judge_training, True,
      "every rank must end with the full updated parameters, not only its own shard.", world_size=2)
-_add("a parameter count that does not divide by the world size (4 ranks: shards end inside parameters)", _judge_training,
-     True, "pad the flat buffer to N * ceil(numel / N); a piece of a parameter takes its gradient from the same "
-     "offset in the reduce-scattered shard as its own offset in your shard.", world_size=4)
+_add("a parameter count that does not divide by the world size (4 ranks: shards end inside parameters)",
+     _judge_training, True, "pad the flat buffer to N * ceil(numel / N); a piece of a parameter takes its "
+     "gradient from the same offset in the reduce-scattered shard as its own offset in your shard.", world_size=4)
 _add("optimizer state per rank is about 1/N (4 ranks)", _judge_state, True,
      "give the wrapped optimizer only the pieces of your shard, never all parameters.", kind="wide", world_size=4,
      steps=1)
