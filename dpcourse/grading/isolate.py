@@ -83,6 +83,34 @@ def _loopback_up() -> None:
         fcntl.ioctl(s.fileno(), 0x8914, ifreq)  # SIOCSIFFLAGS
 
 
+_SCRATCH = ("/tmp", "/dev/shm", "/var/tmp")
+
+
+def _kept() -> list[str]:
+    """Top folders inside a scratch folder that this rank still needs: the interpreter, the course, cwd.
+
+    A course cloned (or a virtual environment made) under /tmp would vanish under the fresh /tmp;
+    these folders are bound back, read-only, into the new one.
+    """
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    wanted = {sys.prefix, sys.base_prefix, here, os.getcwd(), *(p for p in sys.path if p and os.path.isdir(p))}
+    roots = set()
+    for path in (os.path.realpath(w) for w in wanted):
+        for scratch in _SCRATCH:
+            if path.startswith(scratch + "/"):
+                roots.add(os.path.join(scratch, path[len(scratch) + 1:].split("/")[0]))
+    return sorted(roots)
+
+
+def _bind_back(opened: dict[str, int], scratch: str) -> None:
+    """Bind the kept folders of ``scratch`` (opened before it was covered) back, read-only."""
+    for root, fd in opened.items():
+        if root.startswith(scratch + "/"):
+            os.makedirs(root, exist_ok=True)
+            _mount(f"/proc/self/fd/{fd}", root, None, MS_BIND | MS_REC)
+            _mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+
+
 def enter(hide: list[str] = (), shared: str | None = None, loopback: bool = False) -> None:
     """In a forked rank, before any learner code: new namespaces and a read-only world.
 
@@ -112,13 +140,18 @@ def enter(hide: list[str] = (), shared: str | None = None, loopback: bool = Fals
     if shared:  # parked on /dev/shm (replaced below) while /tmp gets its fresh tmpfs, then moved into it
         _mount(shared, "/dev/shm", None, MS_BIND)
         _mount(None, "/dev/shm", None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)  # writable, unlike its source
+    opened = {root: os.open(root, os.O_PATH | os.O_DIRECTORY) for root in _kept() if os.path.isdir(root)}
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=512m")
+    _bind_back(opened, "/tmp")
     if shared:
         os.mkdir("/tmp/shared")
         _mount("/dev/shm", "/tmp/shared", None, MS_MOVE)
     for folder in ("/dev/shm", "/var/tmp"):
         if os.path.isdir(folder):
             _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=512m")
+            _bind_back(opened, folder)
+    for fd in opened.values():
+        os.close(fd)
     for folder in hide:
         if os.path.isdir(folder):
             _mount("tmpfs", folder, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=555")
