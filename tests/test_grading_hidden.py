@@ -337,3 +337,16 @@ def test_every_rank_gets_an_input_of_its_own_on_every_draw():
                 for a in range(len(flat)):
                     for b in range(a + 1, len(flat)):
                         assert not np.array_equal(flat[a], flat[b]), (ex, test.name, draw, a, b)
+
+
+def test_a_course_under_tmp_stays_visible_in_the_sandbox(tmp_path, monkeypatch):
+    """A clone (or venv) inside /tmp is bound back into the rank's fresh /tmp: its top folder is kept."""
+    from dpcourse.grading import isolate
+
+    inside = tmp_path / "course" / "lib"
+    inside.mkdir(parents=True)
+    monkeypatch.setattr(sys, "path", [*sys.path, str(inside)])
+    if not os.path.realpath(inside).startswith("/tmp/"):
+        pytest.skip("pytest's temporary folder is not under /tmp here")
+    top = "/tmp/" + os.path.realpath(inside)[len("/tmp/"):].split("/")[0]
+    assert top in isolate._kept()
