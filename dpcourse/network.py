@@ -431,20 +431,22 @@ class SimulatedProcessGroup(dist.ProcessGroup):
         work = self._run("alltoall", outputs, inputs, opts=opts)
         return self._ring("alltoall", work, outputs, _nbytes(inputs), 1)
 
+    def _rooted(self, op: str, work, result, piece: int, opts, root_sends: bool):
+        """Gather and scatter: the root moves ``N - 1`` pieces of ``piece`` bytes, every other rank one.
+
+        Whoever receives (the root of a gather, the others in a scatter) waits on its incoming link.
+        """
+        is_root = self.rank() == (getattr(opts, "rootRank", 0) if opts is not None else 0)
+        count = self._n - 1 if is_root else 1
+        return self._finish(op, work, result, piece * count, count, incoming=is_root != root_sends)
+
     def gather(self, output_lists, inputs, opts=None):
         work = self._run("gather", output_lists, inputs, opts=opts)
-        root = getattr(opts, "rootRank", 0) if opts is not None else 0
-        if self.rank() == root:  # the root only receives: it waits on its incoming link
-            return self._finish("gather", work, output_lists, _nbytes(inputs) * (self._n - 1), self._n - 1,
-                                incoming=True)
-        return self._finish("gather", work, output_lists, _nbytes(inputs), 1)
+        return self._rooted("gather", work, output_lists, _nbytes(inputs), opts, root_sends=False)
 
     def scatter(self, outputs, input_lists, opts=None):
         work = self._run("scatter", outputs, input_lists, opts=opts)
-        root = getattr(opts, "rootRank", 0) if opts is not None else 0
-        if self.rank() == root:
-            return self._finish("scatter", work, outputs, _nbytes(outputs) * (self._n - 1), self._n - 1)
-        return self._finish("scatter", work, outputs, _nbytes(outputs), 1, incoming=True)
+        return self._rooted("scatter", work, outputs, _nbytes(outputs), opts, root_sends=True)
 
     def barrier(self, opts=None):
         work = self._run("barrier", opts=opts)

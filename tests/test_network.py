@@ -237,3 +237,30 @@ def test_dpcourse_links_lists_every_preset_with_its_source(capsys):
     for name, link in links().items():
         assert name in out and link.source in out
     assert "NVIDIA A100" in out and "TFLOP/s fp32" in out
+
+
+def _gather_scatter(numel: int) -> dict:
+    import torch
+    import torch.distributed as dist
+
+    from dpcourse import network
+
+    r, n = dist.get_rank(), dist.get_world_size()
+    t = torch.full((numel,), float(r))
+    network.reset_stats()
+    bucket = [torch.empty(numel) for _ in range(n)] if r == 0 else None
+    dist.gather(t, bucket, dst=0)
+    gathered = network.stats()["bytes"].get("gather", 0)
+    network.reset_stats()
+    dist.scatter(t, [torch.full((numel,), float(i)) for i in range(n)] if r == 0 else None, src=0)
+    return {"gather": gathered, "scatter": network.stats()["bytes"].get("scatter", 0), "got": float(t[0]),
+            "ranks": [float(b[0]) for b in bucket] if bucket else None}
+
+
+def test_gather_and_scatter_charge_each_rank_what_it_sends():
+    numel, world = 1000, 3
+    out = dpcourse.launch(_gather_scatter, world, numel, network="ideal", timeout=60)
+    size = numel * 4
+    assert out[0]["ranks"] == [0.0, 1.0, 2.0] and [o["got"] for o in out] == [0.0, 1.0, 2.0]
+    assert out[0]["gather"] == 0 and out[1]["gather"] == size  # the root only receives
+    assert out[0]["scatter"] == (world - 1) * size and out[1]["scatter"] == 0
