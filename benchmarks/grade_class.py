@@ -30,7 +30,7 @@ WRONG = ["04_no_remainder.py", "04_no_allgather.py", "04_averages.py", "04_not_i
 
 
 def _solution_code() -> str | None:
-    path = ROOT / "solutions" / "04_ring_allreduce.ipynb"
+    path = ROOT / "solutions" / "04_allreduce.ipynb"
     if not path.exists():
         return None
     nb = nbformat.read(path, as_version=4)
@@ -41,7 +41,7 @@ def _solution_code() -> str | None:
 
 def _reference_code() -> str:
     """The course's own ring, pasted into the notebook the way a learner would write it."""
-    text = (ROOT / "dpcourse" / "collectives.py").read_text()
+    text = (ROOT / "dpcourse" / "allreduce.py").read_text()
     return text.split("import torch.distributed as dist\n", 1)[1]
 
 

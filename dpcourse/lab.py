@@ -1,7 +1,7 @@
 """``dpcourse lab [JUPYTER OPTION ...]``: JupyterLab on the whole course, opened on the course map.
 
 The server's root is the course folder (``lessons/``, ``exercises/`` and ``solutions/`` side by side),
-so every link in the course map and the lessons (``../exercises/04_ring_allreduce.ipynb``) opens its
+so every link in the course map and the lessons (``../exercises/04_allreduce.ipynb``) opens its
 target. Every option after ``lab`` goes to ``jupyter lab`` unchanged, after the course's defaults, so
 an option given there wins (``--port=8888 --ip=0.0.0.0 --no-browser --IdentityProvider.token=...``).
 

@@ -55,7 +55,7 @@ def test_a_hook_that_desynchronises_the_ranks_is_flagged(tmp_path):
 
 
 def test_hook_from_a_notebooks_graded_cells():
-    hook, namespace = bench.load_hook(f"{ROOT / 'solutions' / '10_compression_hook.ipynb'}:topk_hook", "TopKState(0.1)")
+    hook, namespace = bench.load_hook(f"{ROOT / 'solutions' / '10_compression.ipynb'}:topk_hook", "TopKState(0.1)")
     assert callable(hook) and "TopKState" in namespace
 
 

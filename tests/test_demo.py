@@ -193,7 +193,7 @@ def test_demo_on_gpu(tmp_path):
 def test_dashboard_static_fallback_draws_a_figure(tmp_path, no_leftover_processes, capsys):
     from matplotlib.figure import Figure
 
-    from dpcourse.dashboard import dashboard
+    from dpcourse.demo.dashboard import dashboard
 
     fig = dashboard(workers=(1,), model="tiny", batch_size=16, steps=2, out=tmp_path, widgets=False, repeats=1,
                     baselines=False)
@@ -215,7 +215,7 @@ def _controls(widget):
 def test_dashboard_widgets_run_and_save(tmp_path, no_leftover_processes, monkeypatch):
     pytest.importorskip("ipywidgets")
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    from dpcourse.dashboard import dashboard
+    from dpcourse.demo.dashboard import dashboard
 
     ui = dashboard(model="tiny", batch_size=16, steps=3, out=tmp_path, widgets=True)
     c = _controls(ui)
@@ -236,7 +236,7 @@ def test_dashboard_widgets_run_and_save(tmp_path, no_leftover_processes, monkeyp
 
 def test_dashboard_refuses_a_network_on_nccl_in_one_line(tmp_path, monkeypatch):
     pytest.importorskip("ipywidgets")
-    from dpcourse import dashboard as dash
+    from dpcourse.demo import dashboard as dash
 
     monkeypatch.setattr(dash, "_backends", lambda: ["gloo", "nccl"])
     ui = dash.dashboard(model="tiny", out=tmp_path, widgets=True)

@@ -48,7 +48,7 @@ def test_hints_are_folded_numbered_and_go_from_a_question_to_the_answer(path):
 
 
 def test_exercise_04_index_rules_are_only_inside_the_hints():
-    path = ROOT / "exercises" / "04_ring_allreduce.ipynb"
+    path = ROOT / "exercises" / "04_allreduce.ipynb"
     rules = ["(r − s) mod N", "(r − s − 1) mod N", "(r + 1 − s) mod N"]
     visible = _visible(path)
     for rule in rules:

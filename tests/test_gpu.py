@@ -113,7 +113,7 @@ def test_sync_batchnorm_matches_one_process_on_two_gpus():
 
 
 def test_ladder_on_gpu():
-    from dpcourse.ladder import RUNGS, climb, max_difference
+    from dpcourse.torch_ddp import RUNGS, climb, max_difference
 
     results = climb("digits-mlp", steps=4, batch_size=64, world_size=min(GPUS, 2) if GPUS >= 2 else 1,
                     rungs=(RUNGS[0], RUNGS[2], RUNGS[3]))

@@ -24,15 +24,15 @@ KNOWN = tuple(exercise_ids())
 
 
 @pytest.mark.parametrize("name, exercise", [
-    ("04_ring_allreduce.ipynb", "04"),
-    ("grace_04_ring_allreduce.ipynb", "04"),             # a prefix
-    ("04_ring_allreduce-grace.ipynb", "04"),             # a suffix
-    ("grace_12345_67890_04_ring_allreduce.ipynb", "04"),  # Canvas: name, user id, file id, then the upload's name
-    ("04_ring_allreduce (1).ipynb", "04"),               # a browser's second download
+    ("04_allreduce.ipynb", "04"),
+    ("grace_04_allreduce.ipynb", "04"),             # a prefix
+    ("04_allreduce-grace.ipynb", "04"),             # a suffix
+    ("grace_12345_67890_04_allreduce.ipynb", "04"),  # Canvas: name, user id, file id, then the upload's name
+    ("04_allreduce (1).ipynb", "04"),               # a browser's second download
     ("2026_02_accumulation.ipynb", "02"),                # a year is not an exercise
     ("grace_03_attempt_02.ipynb", "03"),                 # of two ids, the one written NN_name
     ("Alice Smith_123456_assignsubmission_file_/02_x.ipynb", "02"),  # Moodle: a folder per student
-    ("04_ring_allreduce/attempt.ipynb", "04"),           # a folder per exercise: its name tells
+    ("04_allreduce/attempt.ipynb", "04"),           # a folder per exercise: its name tells
     ("ring.ipynb", None),
     ("99_not_an_exercise.ipynb", None),
 ])
@@ -79,8 +79,8 @@ def test_the_notebook_itself_beats_its_file_name(tmp_path):
 
 
 def test_keys_keep_each_students_folder(tmp_path):
-    same = [tmp_path / "class" / who / "04_ring_allreduce.ipynb" for who in ("alice", "bob")]
-    assert report_keys([(p, None) for p in same]) == ["alice_04_ring_allreduce", "bob_04_ring_allreduce"]
+    same = [tmp_path / "class" / who / "04_allreduce.ipynb" for who in ("alice", "bob")]
+    assert report_keys([(p, None) for p in same]) == ["alice_04_allreduce", "bob_04_allreduce"]
     # a folder argument: the student's folder stays even when no names clash
     mixed = [tmp_path / "class" / "alice" / "04_ring.ipynb", tmp_path / "class" / "bob" / "05_ddp.ipynb"]
     assert report_keys([(p, tmp_path / "class") for p in mixed]) == ["alice_04_ring", "bob_05_ddp"]
@@ -166,10 +166,10 @@ def graded_class(tmp_path_factory):
     assert marker in good
     crash = good.replace(marker, marker + "    chunk_sizes = [base] * (world - 1)\n    chunk_sizes[world]\n")
     cls = base / "class"
-    _nb(cls / "alice" / "04_ring_allreduce.ipynb", PRELUDE, good)
-    _nb(cls / "bob" / "04_ring_allreduce.ipynb", PRELUDE, crash)
-    _nb(base / "hangs" / "carol" / "04_ring_allreduce.ipynb", PRELUDE, hang)  # graded apart, with a short limit
-    _nb(cls / "dave" / "04_ring_allreduce.ipynb", PRELUDE, "x = 1  # the graded cell was deleted",
+    _nb(cls / "alice" / "04_allreduce.ipynb", PRELUDE, good)
+    _nb(cls / "bob" / "04_allreduce.ipynb", PRELUDE, crash)
+    _nb(base / "hangs" / "carol" / "04_allreduce.ipynb", PRELUDE, hang)  # graded apart, with a short limit
+    _nb(cls / "dave" / "04_allreduce.ipynb", PRELUDE, "x = 1  # the graded cell was deleted",
         'check("04", ring_all_reduce)', graded=False)
     (cls / "erin").mkdir()
     (cls / "erin" / "grace_02_gradient_accumulation.ipynb").write_text('{"cells": [ {"cell_type": "code", ')
@@ -199,7 +199,7 @@ def test_every_student_is_graded_under_their_own_name(graded_class):
     students = ("alice", "bob", "carol", "dave", "erin", "frank", "gina")
     assert len(reports) == len(students)
     assert {k.split("_")[0] for k in reports} == set(students)
-    assert reports["alice_04_ring_allreduce"]["score"] == reports["alice_04_ring_allreduce"]["max_score"] > 0
+    assert reports["alice_04_allreduce"]["score"] == reports["alice_04_allreduce"]["max_score"] > 0
     for key in reports:
         assert key in done.stdout or key.startswith("carol"), key  # the table names each one (carol: her own run)
 
@@ -226,15 +226,15 @@ def test_the_notebook_says_which_exercise_it_is(graded_class):
 
 @pytestmark_class
 def test_a_deleted_graded_cell_says_how_to_get_it_back(graded_class):
-    r = graded_class["reports"]["dave_04_ring_allreduce"]
+    r = graded_class["reports"]["dave_04_allreduce"]
     assert r["score"] == 0 and r["max_score"] == get_suite("04").max_score
-    assert "exercises/04_ring_allreduce.ipynb" in r["output"] and "tagged 'graded'" in r["output"]
-    assert "copy" in graded_class["rows"]["dave_04_ring_allreduce"]["problem"]
+    assert "exercises/04_allreduce.ipynb" in r["output"] and "tagged 'graded'" in r["output"]
+    assert "copy" in graded_class["rows"]["dave_04_allreduce"]["problem"]
 
 
 @pytestmark_class
 def test_a_crash_shows_the_learners_frames_and_no_unrelated_hint(graded_class):
-    r = graded_class["reports"]["bob_04_ring_allreduce"]
+    r = graded_class["reports"]["bob_04_allreduce"]
     failed = [t for t in r["tests"] if t["score"] < t["max_score"]]
     assert failed
     for t in failed:
@@ -244,7 +244,7 @@ def test_a_crash_shows_the_learners_frames_and_no_unrelated_hint(graded_class):
 
 @pytestmark_class
 def test_a_deadlock_reports_the_limit_that_was_set(graded_class):
-    r = graded_class["reports"]["carol_04_ring_allreduce"]
+    r = graded_class["reports"]["carol_04_allreduce"]
     failed = [t["output"] for t in r["tests"] if t["score"] < t["max_score"]]
     assert failed
     for text in failed:

@@ -330,13 +330,13 @@ def test_learner_code_never_runs_in_the_graders_process(tmp_path):
 def test_only_code_counts_as_using_a_reference_not_comments_or_docstrings():
     from dpcourse.grading.extract import references_used
 
-    refs = ("dpcourse.collectives", "torch.nn.parallel")
-    mentions = '"""Shaped like torch.nn.parallel.DistributedDataParallel."""\n# not dpcourse.collectives\nx = 1\n'
+    refs = ("dpcourse.allreduce", "torch.nn.parallel")
+    mentions = '"""Shaped like torch.nn.parallel.DistributedDataParallel."""\n# not dpcourse.allreduce\nx = 1\n'
     assert references_used(mentions, refs) == []
     parallel = ["torch.nn.parallel"]
     assert references_used("from torch.nn.parallel import DistributedDataParallel as D\n", refs) == parallel
     assert references_used("import torch\nD = torch . nn . parallel . DistributedDataParallel\n", refs) == parallel
-    assert references_used("from dpcourse import collectives\n", refs) == ["dpcourse.collectives"]
+    assert references_used("from dpcourse import allreduce\n", refs) == ["dpcourse.allreduce"]
 
 
 def test_the_visible_checks_catch_every_planted_bug(graded):

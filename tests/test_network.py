@@ -140,8 +140,8 @@ def _train_ddp(which: str) -> list:
     import torch.distributed as dist
     from torch import nn
 
-    from dpcourse.collectives import naive_all_reduce, ring_all_reduce
-    from dpcourse.ddp import BucketedDDP
+    from dpcourse.allreduce import naive_all_reduce, ring_all_reduce
+    from dpcourse.ddp_by_hand import BucketedDDP
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(20, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 3)).double()

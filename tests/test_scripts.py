@@ -211,7 +211,7 @@ def test_multi_node_commands_survive_a_killed_rank_and_agree_with_the_slurm_scri
         assert 0 < int(join) < 600, "join_timeout must be set below torchrun's silent default of 600 s"
         assert int(next(a for a in cmd if a.startswith("--max-restarts=")).split("=")[1]) >= 1
     assert _flags(lesson) == _flags(slurm) - {"--model", "--amp"}
-    lesson_source = (SCRIPTS.parent.parent / "tools" / "nbsrc" / "lessons" / "07_ddp.py").read_text()
+    lesson_source = (SCRIPTS.parent.parent / "tools" / "nbsrc" / "lessons" / "07_torch_ddp.py").read_text()
     assert "torchrun_command(" in lesson_source and "--nnodes=2 --nproc_per_node" not in lesson_source
 
 

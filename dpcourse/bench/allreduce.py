@@ -29,7 +29,7 @@ ALGORITHMS = ("naive", "ring", "torch")
 def _ops() -> dict[str, Callable]:
     import torch.distributed as dist
 
-    from dpcourse.collectives import naive_all_reduce, ring_all_reduce
+    from dpcourse.allreduce import naive_all_reduce, ring_all_reduce
 
     return {"naive": naive_all_reduce, "ring": ring_all_reduce, "torch": dist.all_reduce}
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from dpcourse.bench import publish
 from dpcourse.data import shard, synthetic_classification
-from dpcourse.ddp import BucketedDDP, average_gradients
+from dpcourse.ddp_by_hand import BucketedDDP, average_gradients
 from dpcourse.launch import device, launch
 from dpcourse.models import build_model, count_parameters
 

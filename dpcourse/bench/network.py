@@ -47,7 +47,7 @@ def time_allreduces(sizes: list[int], repeats: int, algorithms: tuple[str, ...] 
     ``algorithms`` names from ``"gloo all_reduce"``, ``"course ring"`` and ``"course naive"``. The
     rounds alternate the order of the algorithms; a barrier starts every timed call on all ranks.
     """
-    from dpcourse.collectives import naive_all_reduce, ring_all_reduce
+    from dpcourse.allreduce import naive_all_reduce, ring_all_reduce
 
     known = {"gloo all_reduce": dist.all_reduce, "course ring": ring_all_reduce, "course naive": naive_all_reduce}
     unknown = [a for a in algorithms if a not in known]
@@ -90,7 +90,7 @@ def _data(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
 def _ddp_steps(per_rank: int, steps: int) -> dict[str, list[float]]:
     from torch.nn.parallel import DistributedDataParallel
 
-    from dpcourse.ddp import BucketedDDP, flat_average_gradients
+    from dpcourse.ddp_by_hand import BucketedDDP, flat_average_gradients
     from dpcourse.models import WideMLP
 
     x, y = _data(per_rank)

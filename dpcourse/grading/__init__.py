@@ -17,7 +17,7 @@ Hidden tests live outside the package (``hidden.py``, ``instructor/suites/``).
 
 Adding a suite
 --------------
-Create ``dpcourse/grading/suites/exNN.py`` (``NN`` = the exercise id, as in ``solutions/NN_slug.ipynb``)
+Create ``dpcourse/grading/suites/exNN_slug.py`` (``NN_slug`` as in ``solutions/NN_slug.ipynb``)
 defining ``SUITE``; it is found automatically::
 
     from dpcourse.grading.framework import Context, Fail, Judged, Suite
@@ -43,7 +43,7 @@ defining ``SUITE``; it is found automatically::
 
 ``allowed=frozenset({...})`` in ``defaults`` restricts what the ranks' process group carries;
 ``shared_scratch=True`` gives the ranks one folder to share (checkpoints). Hidden tests go to
-``instructor/suites/exNN.py`` (``extend(suite, visible)``, reusing ``run`` halves of this module).
+``instructor/suites/exNN_slug.py`` (``extend(suite, visible)``, reusing ``run`` halves of this module).
 Older suites (``per_rank=False``) run ``run`` once, start ranks with ``ctx.launch`` and judge with
 ``judge(raw, params, seed)``. Then add planted wrong submissions to ``tests/planted/`` (see
 ``tests/test_grading.py``).

@@ -14,7 +14,7 @@ A test has up to three halves:
   one per rank), ``ctx.inputs`` (what it sent) and ``ctx.stats`` (what the relay counted per rank);
   it computes the reference itself and raises :class:`Fail` with a message when something is wrong.
 
-Which tests a learner can see: the visible ones live in ``dpcourse/grading/suites/exNN.py`` (shipped
+Which tests a learner can see: the visible ones live in ``dpcourse/grading/suites/exNN_slug.py`` (shipped
 with the package, run by ``check``). The instructor's hidden ones live outside the package (see
 ``hidden.py``) and add tests built from the same ``run``/``judge`` halves with their own parameters.
 """
@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["Fail", "Test", "Suite", "Context", "Judged", "get_suite", "exercise_ids", "POINT_TO_POINT",
+__all__ = ["Fail", "Test", "Suite", "Context", "Judged", "get_suite", "exercise_ids", "suite_modules", "POINT_TO_POINT",
            "refused", "Hint"]
 
 POINT_TO_POINT = frozenset({"send", "recv", "barrier"})
@@ -122,7 +123,7 @@ class Suite:
     exercise: str
     names: tuple[str, ...]
     title: str = ""
-    reference_modules: tuple[str, ...] = ("dpcourse.collectives", "dpcourse.ddp")
+    reference_modules: tuple[str, ...] = ("dpcourse.allreduce", "dpcourse.ddp_by_hand")
     tests: list[Test] = field(default_factory=list)
     diagnoses: list[Hint] = field(default_factory=list)
     defaults: dict = field(default_factory=dict)  # keyword defaults of add() for this suite's tests
@@ -149,11 +150,24 @@ class Suite:
         return sum(t.points for t in self.tests)
 
 
-def exercise_ids() -> list[str]:
-    """Ids of the exercises that have a suite (modules ``dpcourse.grading.suites.exNN``)."""
+SUITE_NAME = re.compile(r"ex(\d\d)(?:_\w+)?$")  # ex04_allreduce: exercise 04, named like its lesson
+
+
+def suite_modules() -> dict[str, str]:
+    """Exercise id -> module of its visible suite, e.g. ``{"04": "dpcourse.grading.suites.ex04_allreduce"}``."""
     from dpcourse.grading import suites
 
-    return sorted(m.name[2:] for m in pkgutil.iter_modules(suites.__path__) if m.name.startswith("ex"))
+    found = {}
+    for m in pkgutil.iter_modules(suites.__path__):
+        match = SUITE_NAME.match(m.name)
+        if match:
+            found[match[1]] = f"dpcourse.grading.suites.{m.name}"
+    return found
+
+
+def exercise_ids() -> list[str]:
+    """Ids of the exercises that have a suite (modules ``dpcourse.grading.suites.exNN_stem``)."""
+    return sorted(suite_modules())
 
 
 def get_suite(exercise: str, hidden: bool = True) -> Suite:
@@ -162,7 +176,7 @@ def get_suite(exercise: str, hidden: bool = True) -> Suite:
     exercise = str(exercise).zfill(2) if str(exercise).isdigit() else str(exercise)
     if exercise not in exercise_ids():
         raise ValueError(f"no graded exercise {exercise!r}: the exercises are {', '.join(exercise_ids())}.")
-    suite = importlib.import_module(f"dpcourse.grading.suites.ex{exercise}").SUITE
+    suite = importlib.import_module(suite_modules()[exercise]).SUITE
     if not hidden:
         return suite
     from dpcourse.grading import hidden as instructor

@@ -2,7 +2,7 @@
 
 A hidden suite is a folder (or a ``.zip`` / ``.tar.gz`` of one) holding ``exNN.py`` files. Each
 defines ``extend(suite, visible)``: it adds tests to ``suite`` with ``suite.add(...)``, built from the
-``run`` and ``judge`` halves of the visible module ``visible`` (``dpcourse.grading.suites.exNN``) and
+``run`` and ``judge`` halves of the visible module ``visible`` (``dpcourse.grading.suites.exNN_slug``) and
 parameters of its own. The course repository keeps its hidden suite in ``instructor/suites/``, which
 is not part of the ``dpcourse`` package (``pip install dpcourse`` never has it); ``dpcourse grade``
 uses it when run from a clone, or the one given with ``--suite DIR|ARCHIVE``.
@@ -19,6 +19,8 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+
+from dpcourse.grading.framework import SUITE_NAME, suite_modules
 
 __all__ = ["use", "extend", "default_location", "location"]
 
@@ -63,23 +65,31 @@ def use(source: str | os.PathLike | None) -> Path | None:
     except (OSError, zipfile.BadZipFile, tarfile.TarError) as exc:
         shutil.rmtree(target, ignore_errors=True)
         raise ValueError(f"--suite {source}: cannot unpack it ({exc}).") from None
-    found = sorted({p.parent for p in target.rglob("ex[0-9][0-9].py")})
+    found = sorted({p.parent for p in target.rglob("ex[0-9][0-9]*.py") if SUITE_NAME.match(p.stem)})
     if not found:
         raise ValueError(f"--suite {source}: holds no exNN.py files.")
     _STATE["path"] = found[0]
     return found[0]
 
 
+def _hidden_file(folder: Path, exercise: str) -> Path | None:
+    """``exNN_stem.py`` (or an older archive's ``exNN.py``) of ``exercise`` in ``folder``, if there is one."""
+    for path in sorted(folder.glob(f"ex{exercise}*.py")):
+        if SUITE_NAME.match(path.stem):
+            return path
+    return None
+
+
 def extend(suite):  # noqa: ANN001, ANN201  (a Suite)
     """``suite`` plus its hidden tests, when a hidden suite is in use (else ``suite`` itself)."""
     folder = location()
-    if folder is None or not (folder / f"ex{suite.exercise}.py").is_file():
+    path = None if folder is None else _hidden_file(folder, suite.exercise)
+    if path is None:
         return suite
     key = (str(folder), suite.exercise)
     if key not in _STATE["cache"]:
-        visible = importlib.import_module(f"dpcourse.grading.suites.ex{suite.exercise}")
-        spec = importlib.util.spec_from_file_location(f"_dpcourse_hidden_ex{suite.exercise}",
-                                                      folder / f"ex{suite.exercise}.py")
+        visible = importlib.import_module(suite_modules()[suite.exercise])
+        spec = importlib.util.spec_from_file_location(f"_dpcourse_hidden_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         full = copy.copy(suite)

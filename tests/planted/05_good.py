@@ -1,4 +1,4 @@
 # exercise: 05
 # expect: full
-# base: ../../dpcourse/ddp.py
-# The course's own implementation (dpcourse/ddp.py as it is now), pasted as the learner's code.
+# base: ../../dpcourse/ddp_by_hand.py
+# The course's own implementation (dpcourse/ddp_by_hand.py as it is now), pasted as the learner's code.

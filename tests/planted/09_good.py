@@ -1,6 +1,6 @@
 # exercise: 09
 # expect: full
-# The solution's graded cell (tools/nbsrc/solutions/09_zero_optimizer.py) without its markers, as a learner would hand it in.
+# The solution's graded cell (tools/nbsrc/solutions/09_zero.py) without its markers, as a learner would hand it in.
 import math
 
 

@@ -37,7 +37,7 @@ from torch import nn
 
 import dpcourse
 from dpcourse.data import shard, synthetic_classification
-from dpcourse.ddp import BucketedDDP, CollectiveCounter, broadcast_parameters
+from dpcourse.ddp_by_hand import BucketedDDP, CollectiveCounter, broadcast_parameters
 from dpcourse.models import WideMLP, count_parameters
 from dpcourse.dilation import cluster_link
 from dpcourse.network import reset_stats, stats, transfers

@@ -793,7 +793,7 @@ for n_params in (1e9, 70e9):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from dpcourse.dashboard import dashboard
+from dpcourse.demo.dashboard import dashboard
 
 dashboard(workers=(1, 2), model="tiny", steps=20, repeats=3, out=None);
 

@@ -84,5 +84,5 @@ for folder in (lessons, exercises, solutions):  # every link in the table points
 # - `dpcourse bench allreduce|ddp|launch` — benchmarks that measure side by side;
 # - `dpcourse demo --workers 1,2,4 --model small,medium` — the live scaling demo for a class
 #   (throughput, speedup and efficiency plotted as runs finish; `demo.png` and `demo.csv` saved);
-# - `dpcourse grade exercises/04_ring_allreduce.ipynb` — grade your own exercise with every test, hidden
+# - `dpcourse grade exercises/04_allreduce.ipynb` — grade your own exercise with every test, hidden
 #   ones too (an instructor passes a whole class: files or folders).

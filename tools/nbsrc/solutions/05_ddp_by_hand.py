@@ -10,7 +10,7 @@
 #
 # Your code runs on every rank, inside workers started by `dpcourse.launch`, with the default
 # process group already initialised: use `torch.distributed` (`dist`) directly. Do not import
-# `dpcourse.ddp` — that is the course's own answer, and graded code that uses it scores 0.
+# `dpcourse.ddp_by_hand` — that is the course's own answer, and graded code that uses it scores 0.
 #
 # ## Task 1: `average_gradients(model)`
 #

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 import dpcourse
-from dpcourse.plots_collectives import show_collectives
+from dpcourse.plots.collectives import show_collectives
 
 WORLD = 4  # ranks for the pictures; on a 2-core machine 4 processes share 2 cores (oversubscribed),
            # which is fine here: this lesson is about who holds what, not about speed

@@ -410,7 +410,7 @@ else:
 # noise, and a measure of how steady this machine is.
 
 # %%
-from dpcourse.ladder import climb, max_difference, table
+from dpcourse.torch_ddp import climb, max_difference, table
 
 ladder = climb("digits-cnn", steps=8, batch_size=64, world_size=2, threads=1)
 print(table(ladder))

@@ -43,7 +43,7 @@
 #    ranks wait at `dist.barrier()`. When resuming, **every** rank loads the file with `torch.load`.
 #    A resumed run must end exactly where an uninterrupted run ends, training only the missing epochs.
 #
-# Do not import `dpcourse.ddp` or `dpcourse.ladder` (the course's own code): graded code that uses
+# Do not import `dpcourse.ddp_by_hand` or `dpcourse.torch_ddp` (the course's own code): graded code that uses
 # them scores 0.
 #
 # **Hints** (click to open; try each one before the next):

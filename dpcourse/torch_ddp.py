@@ -1,6 +1,6 @@
 """The ladder: one model, one data stream, four ways to train it, the same answer.
 
-    single process  ->  hand-written DDP (dpcourse.ddp.BucketedDDP)  ->  nn.DataParallel  ->  torch DDP
+    single process  ->  hand-written DDP (dpcourse.ddp_by_hand.BucketedDDP)  ->  nn.DataParallel  ->  torch DDP
 
 Every rung starts from the same initial weights (``build_model(name, seed)``) and takes ``steps`` SGD
 steps over the same global batches: step ``s`` uses samples ``s*B ... (s+1)*B - 1`` of a fixed shuffle
@@ -121,7 +121,7 @@ def _ddp_worker(name: str, batches: list, lr: float, dtype: torch.dtype, handwri
     model = build_model(name, seed=0).to(device, dtype)
     cut = lambda t: shard(t, rank, world)  # noqa: E731 - this rank's contiguous slice of the global batch
     if handwritten:
-        from dpcourse.ddp import BucketedDDP
+        from dpcourse.ddp_by_hand import BucketedDDP
 
         net = BucketedDDP(model)
         result = _train(net, model, batches, device, lr, net.finish_gradient_synchronization, cut)

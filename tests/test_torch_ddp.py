@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dpcourse.ladder import RUNGS, climb, max_difference, table
 from dpcourse.models import build_model
+from dpcourse.torch_ddp import RUNGS, climb, max_difference, table
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,9 @@ import dpcourse
 from dpcourse.bench import format_size
 from dpcourse.bench.allreduce import measure
 from dpcourse.bench.network import time_allreduces
-from dpcourse.collectives import naive_all_reduce, ring_all_reduce
+from dpcourse.allreduce import naive_all_reduce, ring_all_reduce
 from dpcourse.costmodel import busbw, critical_path, fit_alpha_beta, memory_bandwidth
-from dpcourse.plots_collectives import show_ring_steps
+from dpcourse.plots.collectives import show_ring_steps
 
 # Knobs: sizes and repeats are kept small so the lesson runs in about a minute on 2 cores.
 # Turn MAX_SIZE up (64 << 20) on a bigger machine, or use `dpcourse bench allreduce` (end of lesson).
@@ -45,7 +45,7 @@ print(f"{os.cpu_count()} CPU cores; sizes: {', '.join(format_size(s) for s in SI
 # ## 1. The naive all-reduce
 #
 # The first idea anyone has: collect everything in one place. Here is the whole algorithm, as it
-# lives in `dpcourse.collectives` (only `send` and `recv`):
+# lives in `dpcourse.allreduce` (only `send` and `recv`):
 
 # %%
 Code(inspect.getsource(naive_all_reduce), language="python")
@@ -135,7 +135,7 @@ assert max(errors) < 1e-5
 
 # %% [markdown]
 # **Four speed tricks.** The exercise asks for the plain version: each step posts its `irecv` and
-# `isend`, then waits. `dpcourse.collectives.ring_all_reduce` computes the same sums with the same
+# `isend`, then waits. `dpcourse.allreduce.ring_all_reduce` computes the same sums with the same
 # messages, plus four tricks that bring a ring written in Python level with gloo's own:
 #
 # 1. *Ask before the data comes.* gloo transmits a message only once the receiver has posted its

@@ -641,7 +641,7 @@ plt.show()
 # * Compression pays while the bytes saved cost more wire time than the compression costs
 #   computation: below a crossover bandwidth $B^* = (S_0 - S_m) / \Delta c$.
 #
-# Next: the exercise `exercises/10_compression_hook.ipynb`, where you write the top-k hook with error
+# Next: the exercise `exercises/10_compression.ipynb`, where you write the top-k hook with error
 # feedback yourself, and `dpcourse bench compression --network 10GbE` to compare the methods on
 # any link.
 

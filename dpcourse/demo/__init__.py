@@ -160,7 +160,7 @@ def _train(model_name: str, per_worker_batch: int, algorithm: str, steps: int, w
     if algorithm == "ddp":
         net: torch.nn.Module = torch.nn.parallel.DistributedDataParallel(model)
     elif algorithm == "bucketed":
-        from dpcourse.ddp import BucketedDDP  # written in lesson 05's library work
+        from dpcourse.ddp_by_hand import BucketedDDP  # written in lesson 05's library work
 
         net = BucketedDDP(model, 25.0)
         finish = net.finish_gradient_synchronization
@@ -529,10 +529,10 @@ def settings_from_args(args: argparse.Namespace) -> list[Setting]:
             raise ValueError(f"unknown algorithm {a!r}: choose from {', '.join(ALGORITHMS)}")
         if a == "bucketed":
             try:
-                import dpcourse.ddp  # noqa: F401
+                import dpcourse.ddp_by_hand  # noqa: F401
             except ImportError:
-                raise ValueError("--algorithm bucketed needs dpcourse.ddp.BucketedDDP, which this checkout lacks; "
-                                 "use ddp or naive") from None
+                raise ValueError("--algorithm bucketed needs dpcourse.ddp_by_hand.BucketedDDP, which this "
+                                 "checkout lacks; use ddp or naive") from None
     network, cluster = check_network(args)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     default = "nccl" if gpus >= max(workers) and not network else "gloo"

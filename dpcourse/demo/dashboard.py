@@ -183,7 +183,7 @@ class _WithText:
 
 def _has_bucketed() -> bool:
     try:
-        from dpcourse.ddp import BucketedDDP  # noqa: F401
+        from dpcourse.ddp_by_hand import BucketedDDP  # noqa: F401
     except ImportError:
         return False
     return True

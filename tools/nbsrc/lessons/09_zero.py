@@ -34,15 +34,15 @@ from torch import nn
 from torch.distributed.fsdp import fully_shard
 
 import dpcourse
-from dpcourse.collectives import ring_all_reduce
+from dpcourse.allreduce import ring_all_reduce
 from dpcourse.commlog import CollectiveLog, predict_seconds, step_traffic, wire_bytes
 from dpcourse.data import shard, synthetic_classification
-from dpcourse.ddp import BucketedDDP
+from dpcourse.ddp_by_hand import BucketedDDP
 from dpcourse.memory import (STAGES, SavedActivations, gradient_bytes, parameter_bytes, resident_bytes,
                              state_bytes, zero_bytes_per_rank)
 from dpcourse.models import WideMLP, count_parameters
 from dpcourse.plots import plot_bars, plot_lines
-from dpcourse.plots_zero import plot_memory, plot_step_timeline
+from dpcourse.plots.zero import plot_memory, plot_step_timeline
 from dpcourse.zero import ZeroOptimizer
 
 # Knobs: turn these up on a bigger machine (or with GPUs).
@@ -731,7 +731,7 @@ shutil.rmtree(folder)                          # the checkpoint was only for thi
 #   all-gather per step (1.5× DDP's bytes), which hides behind compute only above a batch of B* per rank.
 # * Activations are never sharded by ZeRO; sharded checkpoints (DCP) reload on any number of ranks.
 #
-# Next: the exercise `exercises/09_zero_optimizer.ipynb`, where you write the ZeRO-1 wrapper yourself.
+# Next: the exercise `exercises/09_zero.ipynb`, where you write the ZeRO-1 wrapper yourself.
 
 # %% [markdown]
 # ## Summary, key terms and self-check

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dpcourse import launch
-from dpcourse.collectives import chunk_bounds, naive_all_reduce, ring_all_reduce
+from dpcourse.allreduce import chunk_bounds, naive_all_reduce, ring_all_reduce
 from dpcourse.costmodel import AlphaBeta, busbw, critical_path, fit_alpha_beta, memory_bandwidth
 
 SHAPES = [(), (1,), (3,), (7,), (4, 5), (2, 3, 5), (1001,)]

@@ -5,7 +5,7 @@ SGD with momentum and AdamW, at 1 to 4 ranks, with parameter counts that do not 
 by the optimizer state each rank holds (``.optimizer.state``: about 1/N of the full state); by the
 collectives of a step (counted on the process group itself: no all-reduce); and by a ``state_dict``
 round trip in the middle of training. More ranks, world size 1 and other optimizers are the instructor's
-hidden tests (``instructor/suites/ex09.py``).
+hidden tests (``instructor/suites/ex09_zero.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dpcourse.grading.framework import Context, Fail, Suite
 from dpcourse.grading.suites._common import compare
 
 SUITE = Suite("09", names=("ZeroOptimizer",), title="ZeRO-1 optimizer",
-              reference_modules=("dpcourse.zero", "dpcourse.collectives", "dpcourse.ddp",
+              reference_modules=("dpcourse.zero", "dpcourse.allreduce", "dpcourse.ddp_by_hand",
                                  "torch.distributed.optim", "torch.distributed.fsdp"))
 
 _BATCH = 24  # global batch: divisible by 1, 2, 3 and 4 ranks
