@@ -126,6 +126,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, opt: torch.optim.Optimizer,
+              scaler: torch.amp.GradScaler, device: torch.device, amp: bool) -> torch.Tensor:
+    """One training step: forward (under autocast when ``amp``), backward, optimizer step; the loss."""
+    with _autocast(device, amp):
+        loss = loss_fn(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()  # the scaler is a no-op unless fp16 needs it
+    scaler.step(opt)
+    scaler.update()
+    return loss
+
+
 def _optimizer(model: nn.Module, lr: float, momentum: float) -> torch.optim.Optimizer:
     if not lr > 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
@@ -152,13 +164,8 @@ def train(model: nn.Module, train_set: Data, *, epochs: int = 5, batch_size: int
         total, count = 0.0, 0
         start = time.perf_counter()
         for x, y in batches(train_set, batch_size, seed=seed + epoch, device=device):
-            with _autocast(device, amp):
-                loss = loss_fn(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            value = loss.item()  # also waits for the GPU, so the epoch time is honest
+            # .item() also waits for the GPU, so the epoch time is honest
+            value = _sgd_step(model, x, y, loss_fn, opt, scaler, device, amp).item()
             history.step_loss.append(value)
             total += value * len(x)
             count += len(x)
@@ -203,27 +210,26 @@ def _step_source(data: Data, batch_size: int, device: torch.device) -> Iterator[
         seed += 1
 
 
+def _timed_setup(model: nn.Module, data: Data, batch_size: int, steps: int, lr: float, device, amp: bool,
+                 loss_fn: nn.Module | None) -> tuple:
+    """What a timed run needs: the device, the loss, plain SGD, the scaler and an endless batch source."""
+    _check_positive(batch_size=batch_size, steps=steps)
+    device = pick_device(device)
+    model.to(device).train()
+    opt, scaler = _optimizer(model, lr, 0.0), _scaler(device, amp)
+    return device, loss_fn or nn.CrossEntropyLoss(), opt, scaler, _step_source(data, batch_size, device)
+
+
 def throughput(model: nn.Module, data: Data, batch_size: int = 128, steps: int = 20, warmup: int = 3,
                lr: float = 0.01, device: str | torch.device | None = None, amp: bool = False,
                loss_fn: nn.Module | None = None) -> float:
     """Training samples per second: ``steps`` whole steps (data, forward, backward, SGD) after ``warmup``.
 
     The model is trained in place (pass a copy to keep it)."""
-    _check_positive(batch_size=batch_size, steps=steps)
-    device = pick_device(device)
-    model.to(device).train()
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    opt, scaler = _optimizer(model, lr, 0.0), _scaler(device, amp)
-    source = _step_source(data, batch_size, device)
+    device, loss_fn, opt, scaler, source = _timed_setup(model, data, batch_size, steps, lr, device, amp, loss_fn)
 
     def step() -> None:
-        x, y = next(source)
-        with _autocast(device, amp):
-            loss = loss_fn(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        _sgd_step(model, *next(source), loss_fn, opt, scaler, device, amp)
 
     for _ in range(warmup):
         step()
@@ -242,12 +248,7 @@ def time_step_phases(model: nn.Module, data: Data, batch_size: int = 128, steps:
 
     The GPU is synchronised at every phase boundary, so each phase is charged its own work (the
     syncs themselves make the whole step a little slower than ``throughput`` measures)."""
-    _check_positive(batch_size=batch_size, steps=steps)
-    device = pick_device(device)
-    model.to(device).train()
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    opt, scaler = _optimizer(model, lr, 0.0), _scaler(device, amp)
-    source = _step_source(data, batch_size, device)
+    device, loss_fn, opt, scaler, source = _timed_setup(model, data, batch_size, steps, lr, device, amp, loss_fn)
     times: dict[str, list[float]] = {phase: [] for phase in PHASES}
     for i in range(warmup + steps):
         t0 = time.perf_counter()

@@ -83,12 +83,15 @@ def _close(a: np.ndarray, b: np.ndarray, dtype: str, n: int) -> bool:
 
 
 def _per_chunk(raw: Any, params: dict, ctx: Judged):
+    """``(outputs, inputs, sum, layouts)`` as flat float64 arrays, each layout the non-empty ``(start, stop)``
+    chunks of one way to split the tensor; None when the outputs can't be read per chunk."""
     got = _tensors(raw)
     n = params["world_size"]
     if got is None or n < 2 or len(ctx.inputs) != n:
         return None
     inputs = [np.asarray(x, dtype=np.float64).reshape(-1) for x in ctx.inputs]
-    return [g.reshape(-1) for g in got], inputs, sum(inputs), chunks(inputs[0].size, n)
+    layouts = [[(a, b) for a, b in bounds if b > a] for bounds in chunks(inputs[0].size, n)]
+    return [g.reshape(-1) for g in got], inputs, sum(inputs), layouts
 
 
 @SUITE.diagnose("missing all-gather", "each rank holds the full sum in exactly one chunk: after the "
@@ -98,8 +101,7 @@ def _no_allgather(raw: Any, params: dict, ctx: Judged) -> bool:
     if not found:
         return False
     got, _, total, layouts = found
-    for bounds in layouts:
-        real = [(a, b) for a, b in bounds if b > a]
+    for real in layouts:
         full = [[_close(g[a:b], total[a:b], params["dtype"], len(got)) for a, b in real] for g in got]
         if len(real) == len(got) and all(sum(f) == 1 for f in full) and len({f.index(True) for f in full}) == len(got):
             return True
@@ -114,8 +116,7 @@ def _no_reduce(raw: Any, params: dict, ctx: Judged) -> bool:
     if not found:
         return False
     got, inputs, total, layouts = found
-    for bounds in layouts:
-        real = [(a, b) for a, b in bounds if b > a]
+    for real in layouts:
         owners = [[[k for k, x in enumerate(inputs) if _close(g[a:b], x[a:b], params["dtype"], 1)] for a, b in real]
                   for g in got]
         copied = all(o and not _close(g[a:b], total[a:b], params["dtype"], len(got))
@@ -147,8 +148,7 @@ def _off_by_one(raw: Any, params: dict, ctx: Judged) -> bool:
     got, inputs, total, layouts = found
     n, dtype = len(got), params["dtype"]
     subsets = [ks for size in range(1, n + 1) for ks in combinations(range(n), size)]
-    for bounds in layouts:
-        real = [(a, b) for a, b in bounds if b > a]
+    for real in layouts:
         wrong, explained = 0, True
         for g in got:
             for a, b in real:
