@@ -26,13 +26,14 @@ And the byte arithmetic to compare them: :func:`allreduce_bytes`, :func:`topk_by
 # No `from __future__ import annotations` here: DDP checks a hook's annotations at registration and
 # refuses a string where it expects dist.GradBucket.
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["allreduce_hook", "bf16_hook", "fp16_hook", "torch_bf16_hook", "torch_fp16_hook",
+__all__ = ["timed_step", "allreduce_hook", "bf16_hook", "fp16_hook", "torch_bf16_hook", "torch_fp16_hook",
            "power_iteration", "orthonormalize", "powersgd_state", "TopKState", "topk_hook",
            "allreduce_bytes", "allgather_bytes", "topk_bytes", "powersgd_bytes", "bucket_shapes",
            "sent_bytes", "METHODS", "register"]
@@ -271,6 +272,19 @@ class sent_bytes:  # noqa: N801 (used like a function: ``with sent_bytes() as se
         self.by_op = {op: end[op] - self._start.get(op, 0) for op in end if end[op] != self._start.get(op, 0)}
         self.calls = {op: ops[op] - self._ops.get(op, 0) for op in ops if ops[op] != self._ops.get(op, 0)}
         self.total = sum(self.by_op.values())
+
+
+def timed_step(ddp: torch.nn.parallel.DistributedDataParallel, opt: torch.optim.Optimizer, x: torch.Tensor,
+               y: torch.Tensor) -> tuple[float, sent_bytes]:
+    """One cross-entropy training step of ``ddp``, started by all ranks together (a barrier first):
+    its seconds, and what this rank sent (a :class:`sent_bytes`) while it ran."""
+    dist.barrier()
+    start = time.perf_counter()
+    opt.zero_grad()
+    with sent_bytes() as sent:
+        torch.nn.functional.cross_entropy(ddp(x), y).backward()
+    opt.step()
+    return time.perf_counter() - start, sent
 
 
 # --------------------------------------------------------------------------- by name

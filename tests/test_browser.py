@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from jupyter_server import open_page, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "screenshots" / "browser"
@@ -37,12 +33,6 @@ def _missing(what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message + " (CI must install it: see .ci/run)")
     pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -66,39 +56,19 @@ def lab(tmp_path):
     # render every cell (no lazy windowing), so the page holds all outputs
     (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     # nothing about news here: dpcourse lab's own config must keep the first start quiet
-    token, port = secrets.token_hex(16), _free_port()
     env = lab_env({**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
                    "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
                    "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
                    "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")})
-    cmd = lab_command(work, ["--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
-                             "--ServerApp.port_retries=0", "--LabApp.news_url=",
-                             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"], as_root=True)
-    log = open(tmp_path / "lab.log", "wb")
-    server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
-            time.sleep(0.3)
-    try:
+
+    def command(port: int, token: str) -> list[str]:
+        return lab_command(work, ["--no-browser", "--ip=127.0.0.1", f"--port={port}",
+                                  f"--IdentityProvider.token={token}", "--ServerApp.port_retries=0",
+                                  "--LabApp.news_url=",
+                                  "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"], as_root=True)
+
+    with serve(command, tmp_path / "lab.log", "JupyterLab", env) as (base, token):
         yield base, token, work
-    finally:
-        try:  # shut down kernels and server properly, then make sure
-            req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
-            urllib.request.urlopen(req, timeout=10)
-            server.wait(20)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
-        log.close()
 
 
 def _menu(page, menu: str, item: str) -> None:
@@ -139,54 +109,46 @@ def _run_all_and_save(page, path: Path, timeout_s: float) -> dict:
 
 
 def test_lesson_00_and_an_exercise_in_jupyterlab(lab):
-    from playwright.sync_api import sync_playwright
-
     base, token, work = lab
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{base}/lab/tree/lessons/00_setup.ipynb?reset&token={token}")
-            saved = _run_all_and_save(page, work / "lessons" / "00_setup.ipynb", timeout_s=150)
+    with open_page(base, token, "lessons/00_setup.ipynb", CHROMIUM, FLAGS) as page:
+        saved = _run_all_and_save(page, work / "lessons" / "00_setup.ipynb", timeout_s=150)
 
-            code = [c for c in saved["cells"] if c["cell_type"] == "code"]
-            assert all(c["execution_count"] for c in code), "Run All stopped before the last cell"
-            errors = [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
-            assert not errors, f"cells ended in an error: {[e['ename'] + ': ' + e['evalue'] for e in errors]}"
-            text = "".join("".join(o.get("text", "")) for c in code for o in c["outputs"])
-            assert "[rank 0] hello: I am rank 0 of 2" in text and "[rank 1] hello: I am rank 1 of 2" in text
-            page.get_by_text("[rank 1] hello: I am rank 1 of 2").first.scroll_into_view_if_needed()
-            page.screenshot(path=str(SHOTS / "01_lesson00_rank_lines.png"))
+        code = [c for c in saved["cells"] if c["cell_type"] == "code"]
+        assert all(c["execution_count"] for c in code), "Run All stopped before the last cell"
+        errors = [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
+        assert not errors, f"cells ended in an error: {[e['ename'] + ': ' + e['evalue'] for e in errors]}"
+        text = "".join("".join(o.get("text", "")) for c in code for o in c["outputs"])
+        assert "[rank 0] hello: I am rank 0 of 2" in text and "[rank 1] hello: I am rank 1 of 2" in text
+        page.get_by_text("[rank 1] hello: I am rank 1 of 2").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "01_lesson00_rank_lines.png"))
 
-            widgets = page.locator(".jp-OutputArea-output .jupyter-widgets")
-            widgets.first.wait_for(timeout=30_000)
-            widgets.first.scroll_into_view_if_needed()
-            assert widgets.count() > 0
-            page.screenshot(path=str(SHOTS / "02_lesson00_widget.png"))
-            body = page.locator(".jp-Notebook").inner_text()
-            assert "Error displaying widget" not in body and "Loading widget..." not in body
+        widgets = page.locator(".jp-OutputArea-output .jupyter-widgets")
+        widgets.first.wait_for(timeout=30_000)
+        widgets.first.scroll_into_view_if_needed()
+        assert widgets.count() > 0
+        page.screenshot(path=str(SHOTS / "02_lesson00_widget.png"))
+        body = page.locator(".jp-Notebook").inner_text()
+        assert "Error displaying widget" not in body and "Loading widget..." not in body
 
-            # where a learner lands: the course map; its link to the exercise opens the exercise
-            page.goto(f"{base}/?reset&token={token}")
-            link = page.locator('.jp-RenderedMarkdown a[href*="exercises/02_gradient_accumulation.ipynb"]').first
-            link.wait_for(timeout=60_000)
-            assert "/lab/tree/lessons/index.ipynb" in page.url, page.url
-            page.screenshot(path=str(SHOTS / "03_course_map.png"))
-            assert page.get_by_text("official Jupyter news").count() == 0, "first start asked about news"
-            link.click()
-            tab = page.locator(".lm-TabBar-tab", has_text="02_gradient_accumulation.ipynb")
-            tab.first.wait_for(timeout=60_000)
-            page.locator(".jp-Notebook .jp-RenderedMarkdown h1", has_text="Exercise 02").first.wait_for(timeout=60_000)
-            assert page.get_by_text("File Load Error").count() == 0 and page.get_by_text("404").count() == 0
-            saved = _run_all_and_save(page, work / "exercises" / "02_gradient_accumulation.ipynb", timeout_s=120)
-            check_cells = [c for c in saved["cells"] if c["cell_type"] == "code" and "check(" in "".join(c["source"])]
-            assert check_cells and check_cells[0]["execution_count"], "the self-check did not run"
-            report = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
-                             for o in check_cells[0]["outputs"])
-            assert "NotImplementedError" in report, report[:2000]
-            page.get_by_text("NotImplementedError").first.scroll_into_view_if_needed()
-            page.screenshot(path=str(SHOTS / "04_exercise02_self_check.png"))
-            assert "CheckResult(" not in report  # check() printed its summary; nothing more shows
-        finally:
-            browser.close()
+        # where a learner lands: the course map; its link to the exercise opens the exercise
+        page.goto(f"{base}/?reset&token={token}")
+        link = page.locator('.jp-RenderedMarkdown a[href*="exercises/02_gradient_accumulation.ipynb"]').first
+        link.wait_for(timeout=60_000)
+        assert "/lab/tree/lessons/index.ipynb" in page.url, page.url
+        page.screenshot(path=str(SHOTS / "03_course_map.png"))
+        assert page.get_by_text("official Jupyter news").count() == 0, "first start asked about news"
+        link.click()
+        tab = page.locator(".lm-TabBar-tab", has_text="02_gradient_accumulation.ipynb")
+        tab.first.wait_for(timeout=60_000)
+        page.locator(".jp-Notebook .jp-RenderedMarkdown h1", has_text="Exercise 02").first.wait_for(timeout=60_000)
+        assert page.get_by_text("File Load Error").count() == 0 and page.get_by_text("404").count() == 0
+        saved = _run_all_and_save(page, work / "exercises" / "02_gradient_accumulation.ipynb", timeout_s=120)
+        check_cells = [c for c in saved["cells"] if c["cell_type"] == "code" and "check(" in "".join(c["source"])]
+        assert check_cells and check_cells[0]["execution_count"], "the self-check did not run"
+        report = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                         for o in check_cells[0]["outputs"])
+        assert "NotImplementedError" in report, report[:2000]
+        page.get_by_text("NotImplementedError").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "04_exercise02_self_check.png"))
+        assert "CheckResult(" not in report  # check() printed its summary; nothing more shows

@@ -14,14 +14,13 @@ import shutil
 
 import nbformat
 import pytest
+from jupyter_server import open_page
 from test_browser import CHROMIUM, FLAGS, SHOTS, _run_all_and_save, lab  # noqa: F401  (lab is a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("no_leftover_processes")]
 
 
 def test_listen_tab_plays_and_highlights(lab):  # noqa: F811
-    from playwright.sync_api import sync_playwright
-
     from dpcourse import audio
 
     base, token, work = lab
@@ -32,25 +31,19 @@ def test_listen_tab_plays_and_highlights(lab):  # noqa: F811
     path = work / "listen.ipynb"
     nbformat.write(nb, path)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{base}/lab/tree/listen.ipynb?reset&token={token}")
-            _run_all_and_save(page, path, timeout_s=90)
-            # the aids' own tab bar (JupyterLab's tab for listen.ipynb would match "Listen" too)
-            page.locator(".jp-OutputArea-output .lm-TabBar-tabLabel", has_text=re.compile("^Listen$")).first.click()
-            page.locator(".dpl-transcript").first.wait_for(timeout=30_000)
-            text = page.locator(".jp-Notebook").inner_text()
-            assert "Review due: " in text, "the aids lack their Review due line"
-            if spoken is None:
-                assert "apt-get install flite sox" in text
-                page.screenshot(path=str(SHOTS / "listen_fallback.png"))
-            else:
-                _check_player(page, spoken)
-            _check_review_tab(page)
-        finally:
-            browser.close()
+    with open_page(base, token, "listen.ipynb", CHROMIUM, FLAGS) as page:
+        _run_all_and_save(page, path, timeout_s=90)
+        # the aids' own tab bar (JupyterLab's tab for listen.ipynb would match "Listen" too)
+        page.locator(".jp-OutputArea-output .lm-TabBar-tabLabel", has_text=re.compile("^Listen$")).first.click()
+        page.locator(".dpl-transcript").first.wait_for(timeout=30_000)
+        text = page.locator(".jp-Notebook").inner_text()
+        assert "Review due: " in text, "the aids lack their Review due line"
+        if spoken is None:
+            assert "apt-get install flite sox" in text
+            page.screenshot(path=str(SHOTS / "listen_fallback.png"))
+        else:
+            _check_player(page, spoken)
+        _check_review_tab(page)
 
 
 def _check_player(page, spoken: dict) -> None:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from jupyter_server import serve
 from test_links import notebook_links
 
 from dpcourse import cli, lab
@@ -83,12 +80,6 @@ def test_other_commands_still_reject_unknown_options(capsys):
     assert exit_.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
@@ -97,39 +88,17 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 @pytest.fixture
 def served(tmp_path):
     """``dpcourse lab`` itself, as an instructor starts it for a class (on localhost, a free port)."""
-    token, port = "t" + os.urandom(8).hex(), _free_port()
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "run"),
            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
            "JUPYTER_DATA_DIR": str(tmp_path / "data")}
-    cmd = [sys.executable, "-m", "dpcourse.cli", "lab", "--", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           f"--IdentityProvider.token={token}", "--ServerApp.port_retries=0",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    log = open(tmp_path / "lab.log", "wb")
-    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError("dpcourse lab did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
-            time.sleep(0.3)
-    try:
+
+    def command(port: int, token: str) -> list[str]:
+        return [sys.executable, "-m", "dpcourse.cli", "lab", "--", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+                f"--IdentityProvider.token={token}", "--ServerApp.port_retries=0",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+
+    with serve(command, tmp_path / "lab.log", "dpcourse lab", env, cwd=ROOT, start_timeout=90) as (base, token):
         yield base, token, tmp_path / "lab.log"
-    finally:
-        try:
-            stop = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
-            urllib.request.urlopen(stop, timeout=10)
-            server.wait(20)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
-        log.close()
 
 
 def _get(base: str, token: str, path: str):

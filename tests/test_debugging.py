@@ -270,10 +270,11 @@ def test_checkpoint_race_truth_is_the_ranks_that_read_too_early(tmp_path):
 def _nccl_three(folder):
     import torch.distributed as dist
 
-    t = torch.ones(4, device=dpcourse.device())
+    tensors = [torch.full((4,), float(i), device=dpcourse.device()) for i in range(3)]
     with debugging.FlightRecorder(folder, after=30.0):
-        for _ in range(3):
-            dist.all_reduce(t)
+        works = [dist.all_reduce(t, async_op=True) for t in tensors]  # three entries in the recorder
+        for work in works:
+            work.wait()
         torch.cuda.synchronize()
     return True
 

@@ -20,7 +20,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -124,14 +123,9 @@ def _worker(methods: list[str], hook: Any, namespace: dict, state: str | None, m
     for i, (x, y) in enumerate(data):
         x, y = x[r * per_rank:(r + 1) * per_rank], y[r * per_rank:(r + 1) * per_rank]
         for method, (model, ddp, opt, times, sent) in runs.items():
-            dist.barrier()
-            start = time.perf_counter()
-            opt.zero_grad()
-            with compression.sent_bytes() as counted:
-                nn.functional.cross_entropy(ddp(x), y).backward()
-            opt.step()
+            seconds, counted = compression.timed_step(ddp, opt, x, y)
             if i >= warmup:
-                times.append(time.perf_counter() - start)
+                times.append(seconds)
                 sent.append(counted.total)
     out = {}
     for method, (model, _, _, times, sent) in runs.items():
