@@ -1,6 +1,7 @@
 """Learning aids at the end of every lesson: a three-level summary, key terms, flashcards, a quiz, a mnemonic.
 
-Each lesson's content lives in ``dpcourse/aids_content/lessonNN.py`` as plain data:
+Each lesson's content lives in ``dpcourse/aids_content/lessonNN.py`` as plain data, checked at load
+against the typed schema in ``dpcourse/aids_content/schema.py`` (one dataclass per part):
 
     TITLE = "Lesson 01 - one device"
     SUMMARY = {"Basic": "...", "Medium": "...", "Detailed": "..."}   # markdown strings
@@ -29,9 +30,13 @@ import os
 from types import ModuleType
 from typing import Any
 
-__all__ = ["load", "validate", "lesson_aids", "as_markdown", "build_widget", "check_answer", "widgets_live"]
+import psutil
 
-LEVELS = ("Basic", "Medium", "Detailed")
+from dpcourse.aids_content.schema import LEVELS, LessonAids, Question, parse, problems
+
+__all__ = ["load", "content", "validate", "lesson_aids", "as_markdown", "build_widget", "check_answer",
+           "widgets_live", "LEVELS"]
+
 TAB_TITLES = ("Summary", "Key terms", "Flashcards", "Quiz", "Remember it by", "Listen", "Review")
 _HEADLESS_PARENTS = ("pytest", "nbval", "nbconvert", "nbclient", "papermill", "tools/nb.py", "py.test")
 _FRONT_ENDS = ("jupyter-lab", "jupyter lab", "jupyterlab", "jupyter-server", "jupyter_server", "jupyter-notebook",
@@ -39,58 +44,28 @@ _FRONT_ENDS = ("jupyter-lab", "jupyter lab", "jupyterlab", "jupyter-server", "ju
 
 
 def load(lesson: str) -> ModuleType:
-    """The content module of ``lesson`` (``"01"``), checked for the fields every lesson has."""
+    """The content module of ``lesson`` (``"01"``), once it has passed the schema (for code that reads its names)."""
+    return _module_and_content(lesson)[0]
+
+
+def content(lesson: str) -> LessonAids:
+    """The aids of ``lesson`` (``"01"``), typed and checked: a malformed file is a one-line ``ValueError``."""
+    return _module_and_content(lesson)[1]
+
+
+def _module_and_content(lesson: str) -> tuple[ModuleType, LessonAids]:
     lesson = str(lesson).zfill(2)
     try:
         module = importlib.import_module(f"dpcourse.aids_content.lesson{lesson}")
     except ModuleNotFoundError:
         raise ValueError(f"no learning aids for lesson {lesson!r}: "
                          f"expected dpcourse/aids_content/lesson{lesson}.py") from None
-    problems = validate(module)
-    if problems:
-        raise ValueError(f"dpcourse/aids_content/lesson{lesson}.py: {problems[0]}")
-    return module
+    return module, parse(module, lesson)
 
 
-def validate(content: Any) -> list[str]:
-    """Everything wrong with a content module (empty when it is well formed)."""
-    problems = []
-    for name in ("TITLE", "SUMMARY", "TERMS", "QUIZ", "MNEMONIC"):
-        if not hasattr(content, name):
-            problems.append(f"lacks {name}.")
-    if problems:
-        return problems
-    if not isinstance(content.TITLE, str) or not content.TITLE.strip():
-        problems.append("TITLE must be a non-empty string.")
-    if not isinstance(content.SUMMARY, dict) or set(content.SUMMARY) != set(LEVELS):
-        problems.append(f"SUMMARY must have exactly the levels {', '.join(LEVELS)}.")
-    elif not all(isinstance(v, str) and v.strip() for v in content.SUMMARY.values()):
-        problems.append("every SUMMARY level needs some text.")
-    if not isinstance(content.TERMS, dict) or len(content.TERMS) < 4:
-        problems.append("TERMS needs at least 4 terms, each mapped to a definition.")
-    elif not all(isinstance(k, str) and isinstance(v, str) and k.strip() and v.strip()
-                 for k, v in content.TERMS.items()):
-        problems.append("every TERMS entry maps a term to a non-empty definition.")
-    if not isinstance(content.QUIZ, list) or not 3 <= len(content.QUIZ) <= 5:
-        problems.append("QUIZ needs 3 to 5 questions.")
-    else:
-        for i, q in enumerate(content.QUIZ, 1):
-            if not isinstance(q, dict) or not {"q", "choices", "answer", "why"} <= set(q):
-                problems.append(f"QUIZ question {i} needs the keys q, choices, answer and why.")
-                continue
-            if not isinstance(q["choices"], list) or len(q["choices"]) < 2:
-                problems.append(f"QUIZ question {i} needs at least 2 choices.")
-            elif not isinstance(q["answer"], int) or not 0 <= q["answer"] < len(q["choices"]):
-                problems.append(f"QUIZ question {i}: answer must index one of its {len(q['choices'])} choices.")
-    if not isinstance(content.MNEMONIC, str) or not content.MNEMONIC.strip():
-        problems.append("MNEMONIC must be a non-empty string.")
-    for name, what in (("KEY_POINTS", "(point, analogy)"), ("CARDS", "(question, answer)")):
-        pairs = getattr(content, name, [])
-        if not isinstance(pairs, (list, tuple)) or not all(
-                isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) and x.strip() for x in p)
-                for p in pairs):
-            problems.append(f"{name} must be a list of {what} pairs of non-empty strings.")
-    return problems
+def validate(module: Any) -> list[str]:
+    """Everything wrong with a content module, one line each (empty when it is well formed)."""
+    return problems(module)
 
 
 def review_line(due: int | None, problem: str | None = None) -> str:
@@ -108,27 +83,31 @@ def as_markdown(lesson: str, review: str | None = None) -> str:
     ``review`` (a :func:`review_line`) goes under the title."""
     from dpcourse import listen
 
-    c = load(lesson)
-    parts = [f"## Summary: {c.TITLE}"] + ([review] if review else [])
+    c = content(lesson)
+    parts = [f"## Summary: {c.title}"] + ([review] if review else [])
     for level in LEVELS:
-        parts.append(f"**{level}.** {c.SUMMARY[level]}")
+        parts.append(f"**{level}.** {c.summary.level(level)}")
     parts.append("### Key terms")
-    parts += [f"- **{term}**: {definition}" for term, definition in c.TERMS.items()]
+    parts.append(_terms_markdown(c))
     parts.append("### Check yourself")
-    for i, q in enumerate(c.QUIZ, 1):
-        choices = "\n".join(f"   {chr(97 + j)}) {choice}" for j, choice in enumerate(q["choices"]))
-        answer = f"{chr(97 + q['answer'])}) {q['choices'][q['answer']]}. {q.get('why', '')}"
-        parts.append(f"{i}. {q['q']}\n{choices}\n\n   <details><summary>answer</summary>{answer}</details>")
-    parts.append(f"### Remember it by\n{c.MNEMONIC}")
+    for i, q in enumerate(c.quiz, 1):
+        choices = "\n".join(f"   {chr(97 + j)}) {choice}" for j, choice in enumerate(q.choices))
+        answer = f"{chr(97 + q.answer)}) {q.choices[q.answer]}. {q.why}"
+        parts.append(f"{i}. {q.q}\n{choices}\n\n   <details><summary>answer</summary>{answer}</details>")
+    parts.append(f"### Remember it by\n{c.mnemonic}")
     parts.append(listen.markdown(lesson))
     return "\n\n".join(parts)
 
 
-def check_answer(question: dict, choice: int) -> tuple[bool, str]:
+def _terms_markdown(c: LessonAids) -> str:
+    return "\n".join(f"- **{t.term}**: {t.definition}" for t in c.terms)
+
+
+def check_answer(question: Question, choice: int) -> tuple[bool, str]:
     """Whether ``choice`` (an index) answers ``question``, and the feedback a learner sees."""
-    right = choice == question["answer"]
+    right = choice == question.answer
     if right:
-        return True, f"Right. {question['why']}"
+        return True, f"Right. {question.why}"
     return False, "Not quite: think again, or pick another answer to see why it is right."
 
 
@@ -159,14 +138,21 @@ def widgets_live() -> bool:
 def _started_by_front_end() -> bool:
     """True when the process that started this kernel is a Jupyter server or an editor that
     renders widgets (JupyterLab, Notebook, VS Code), not a headless runner (pytest, nbclient)."""
-    try:
-        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
-            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:  # no /proc (macOS, Windows): assume a person is looking
+    cmdline = _parent_cmdline()
+    if cmdline is None:  # the parent cannot be read: assume a person is looking
         return True
     if any(word in cmdline for word in _FRONT_ENDS):
         return True
     return not any(word in cmdline for word in _HEADLESS_PARENTS)
+
+
+def _parent_cmdline() -> str | None:
+    """The command line of this process's parent, as one string; None when it cannot be read (the parent
+    has gone, or the system will not say)."""
+    try:
+        return " ".join(psutil.Process(os.getppid()).cmdline())
+    except (psutil.Error, OSError):
+        return None
 
 
 def _markdown_output(text: str) -> Any:
@@ -179,7 +165,7 @@ def _markdown_output(text: str) -> Any:
     return out
 
 
-def _summary_widget(c: ModuleType) -> Any:
+def _summary_widget(c: LessonAids) -> Any:
     import ipywidgets as w
 
     toggle = w.ToggleButtons(options=list(LEVELS), value="Basic", description="Depth:",
@@ -188,7 +174,7 @@ def _summary_widget(c: ModuleType) -> Any:
 
     def show(change: Any = None) -> None:
         shown.outputs = ()
-        shown.append_display_data(_markdown_text(c.SUMMARY[toggle.value]))
+        shown.append_display_data(_markdown_text(c.summary.level(toggle.value)))
 
     toggle.observe(show, names="value")
     show()
@@ -201,10 +187,10 @@ def _markdown_text(text: str) -> Any:
     return Markdown(text)
 
 
-def _flashcards_widget(c: ModuleType) -> Any:
+def _flashcards_widget(c: LessonAids) -> Any:
     import ipywidgets as w
 
-    cards = list(c.TERMS.items())
+    cards = [(t.term, t.definition) for t in c.terms]
     state = {"i": 0, "back": False}
     face = w.HTML(layout=w.Layout(border="1px solid #888", padding="16px", min_height="90px", width="95%"))
     counter = w.Label()
@@ -241,7 +227,7 @@ def _escape(text: str) -> str:
     return html.escape(text)
 
 
-def _quiz_widget(c: ModuleType) -> Any:
+def _quiz_widget(c: LessonAids) -> Any:
     import ipywidgets as w
 
     score = w.HTML()
@@ -249,14 +235,14 @@ def _quiz_widget(c: ModuleType) -> Any:
     rows = []
 
     def update_score() -> None:
-        score.value = f"<b>{sum(answered.values())} of {len(c.QUIZ)} right</b> ({len(answered)} answered)"
+        score.value = f"<b>{sum(answered.values())} of {len(c.quiz)} right</b> ({len(answered)} answered)"
 
-    for i, q in enumerate(c.QUIZ):
-        radio = w.RadioButtons(options=[(choice, j) for j, choice in enumerate(q["choices"])], value=None,
+    for i, q in enumerate(c.quiz):
+        radio = w.RadioButtons(options=[(choice, j) for j, choice in enumerate(q.choices)], value=None,
                                layout=w.Layout(width="auto"))
         feedback = w.HTML()
 
-        def on_pick(change: Any, q: dict = q, i: int = i, feedback: Any = feedback) -> None:
+        def on_pick(change: Any, q: Question = q, i: int = i, feedback: Any = feedback) -> None:
             if change["new"] is None:
                 return
             right, text = check_answer(q, change["new"])
@@ -266,7 +252,7 @@ def _quiz_widget(c: ModuleType) -> Any:
             update_score()
 
         radio.observe(on_pick, names="value")
-        rows.append(w.VBox([w.HTML(f"<b>{i + 1}. {_escape(q['q'])}</b>"), radio, feedback]))
+        rows.append(w.VBox([w.HTML(f"<b>{i + 1}. {_escape(q.q)}</b>"), radio, feedback]))
     update_score()
     return w.VBox(rows + [score])
 
@@ -280,16 +266,15 @@ def build_widget(lesson: str, review: str | None = None) -> Any:
     from dpcourse import listen
     from dpcourse import review as reviewing
 
-    c = load(lesson)
+    c = content(lesson)
     due_line = w.HTML()
-    terms = "\n".join(f"- **{term}**: {definition}" for term, definition in c.TERMS.items())
-    tabs = w.Tab(children=[_summary_widget(c), _markdown_output(terms), _flashcards_widget(c), _quiz_widget(c),
-                           _markdown_output(c.MNEMONIC), listen.listen_widget(lesson),
+    tabs = w.Tab(children=[_summary_widget(c), _markdown_output(_terms_markdown(c)), _flashcards_widget(c),
+                           _quiz_widget(c), _markdown_output(c.mnemonic), listen.listen_widget(lesson),
                            reviewing.widget(on_change=lambda n: setattr(due_line, "value", _review_html(n)))])
     for i, title in enumerate(TAB_TITLES):
         tabs.set_title(i, title)
     note = [_markdown_output(review)] if review and "Note:" in review else []
-    return w.VBox([w.VBox([w.HTML(f"<h3>{_escape(c.TITLE)}</h3>"), due_line, *note]), tabs])
+    return w.VBox([w.VBox([w.HTML(f"<h3>{_escape(c.title)}</h3>"), due_line, *note]), tabs])
 
 
 def _review_html(due: int) -> str:
@@ -316,7 +301,7 @@ def lesson_aids(lesson: str, widgets: bool | None = None) -> None:
     """Display the aids of ``lesson``: widgets in a live notebook, markdown elsewhere (``widgets`` forces either)."""
     from IPython.display import display
 
-    load(lesson)  # a clear error for a missing or malformed content file, before anything is shown
+    content(lesson)  # a clear error for a missing or malformed content file, before anything is shown
     review = _open_for_review(lesson)
     use = widgets_live() if widgets is None else widgets
     display(_Aids(lesson, build_widget(lesson, review) if use else None, review))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 
-from dpcourse import aids
+from dpcourse import aids, aids_content
+from dpcourse.aids_content.schema import Question
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENT = ROOT / "dpcourse" / "aids_content"
@@ -30,28 +34,38 @@ def test_every_lesson_notebook_has_aids_content():
 
 @pytest.mark.parametrize("lesson", content_numbers())
 def test_content_is_well_formed(lesson):
-    c = aids.load(lesson)
-    assert aids.validate(c) == []
-    assert set(c.SUMMARY) == {"Basic", "Medium", "Detailed"}
-    assert len(c.SUMMARY["Basic"]) < len(c.SUMMARY["Detailed"]), "Detailed should say more than Basic"
-    assert len(c.TERMS) >= 4
-    assert 3 <= len(c.QUIZ) <= 5
-    for q in c.QUIZ:
-        assert 0 <= q["answer"] < len(q["choices"])
-        assert len(set(q["choices"])) == len(q["choices"]), f"repeated choice in {q['q']!r}"
-    assert c.MNEMONIC.strip()
+    assert aids.validate(aids.load(lesson)) == []
+    c = aids.content(lesson)
+    assert len(c.summary.basic) < len(c.summary.medium) < len(c.summary.detailed), "each level says more"
+    assert len(c.terms) >= 4
+    assert 3 <= len(c.quiz) <= 5
+    for q in c.quiz:
+        assert 0 <= q.answer < len(q.choices)
+        assert len(set(q.choices)) == len(q.choices), f"repeated choice in {q.q!r}"
+    assert c.mnemonic.strip() and 3 <= len(c.key_points) <= 6
+
+
+@pytest.mark.parametrize("lesson", content_numbers())
+def test_typed_content_is_what_the_file_says(lesson):
+    module, c = aids.load(lesson), aids.content(lesson)
+    assert c.title == module.TITLE and c.mnemonic == module.MNEMONIC
+    assert {level: c.summary.level(level) for level in aids.LEVELS} == module.SUMMARY
+    assert {t.term: t.definition for t in c.terms} == module.TERMS
+    assert [{"q": q.q, "choices": list(q.choices), "answer": q.answer, "why": q.why} for q in c.quiz] == module.QUIZ
+    assert [(k.point, k.analogy) for k in c.key_points] == [tuple(p) for p in module.KEY_POINTS]
+    assert [(k.question, k.answer) for k in c.cards] == [tuple(p) for p in getattr(module, "CARDS", [])]
 
 
 @pytest.mark.parametrize("lesson", content_numbers())
 def test_static_fallback_renders_everything(lesson):
-    c = aids.load(lesson)
+    c = aids.content(lesson)
     text = aids.as_markdown(lesson)
     for level in aids.LEVELS:
-        assert c.SUMMARY[level][:40] in text
-    for term in c.TERMS:
-        assert f"**{term}**" in text
-    for q in c.QUIZ:
-        assert q["q"] in text and q["choices"][q["answer"]] in text
+        assert c.summary.level(level)[:40] in text
+    for t in c.terms:
+        assert f"**{t.term}**" in text
+    for q in c.quiz:
+        assert q.q in text and q.choices[q.answer] in text
 
 
 @pytest.mark.parametrize("lesson", content_numbers())
@@ -61,22 +75,23 @@ def test_widget_builds_with_all_parts(lesson):
     tabs = ui.children[1]
     assert [tabs.get_title(i) for i in range(len(tabs.children))] == [
         "Summary", "Key terms", "Flashcards", "Quiz", "Remember it by", "Listen", "Review"]
-    c = aids.load(lesson)
+    c = aids.content(lesson)
     toggle = tabs.children[0].children[0]
     assert list(toggle.options) == ["Basic", "Medium", "Detailed"]
     quiz = tabs.children[3]
-    assert len(quiz.children) == len(c.QUIZ) + 1  # one row per question, then the score
+    assert len(quiz.children) == len(c.quiz) + 1  # one row per question, then the score
 
 
 def test_summary_toggle_switches_level():
     ui = aids.build_widget("08")
     summary = ui.children[1].children[0]
     toggle, shown = summary.children
+    summaries = aids.load("08").SUMMARY
     toggle.value = "Detailed"
-    assert aids.load("08").SUMMARY["Detailed"] in str(shown.outputs)
+    assert summaries["Detailed"] in str(shown.outputs)
     toggle.value = "Basic"
-    assert aids.load("08").SUMMARY["Basic"] in str(shown.outputs)
-    assert aids.load("08").SUMMARY["Detailed"] not in str(shown.outputs)
+    assert summaries["Basic"] in str(shown.outputs)
+    assert summaries["Detailed"] not in str(shown.outputs)
 
 
 def test_flashcards_flip_and_move():
@@ -95,21 +110,21 @@ def test_flashcards_flip_and_move():
 
 
 def test_quiz_gives_instant_feedback():
-    c = aids.load("08")
+    first_question = aids.load("08").QUIZ[0]
     ui = aids.build_widget("08")
     quiz = ui.children[1].children[3]
     first = quiz.children[0]
     radio, feedback = first.children[1], first.children[2]
-    wrong = next(j for j in range(len(c.QUIZ[0]["choices"])) if j != c.QUIZ[0]["answer"])
+    wrong = next(j for j in range(len(first_question["choices"])) if j != first_question["answer"])
     radio.value = wrong
     assert "Not quite" in feedback.value
-    radio.value = c.QUIZ[0]["answer"]
+    radio.value = first_question["answer"]
     assert "Right" in feedback.value
     assert "1 of" in quiz.children[-1].value
 
 
 def test_check_answer():
-    q = {"q": "?", "choices": ["a", "b"], "answer": 1, "why": "because"}
+    q = Question("?", ("a", "b"), 1, "because")
     assert aids.check_answer(q, 1) == (True, "Right. because")
     assert aids.check_answer(q, 0)[0] is False
 
@@ -129,6 +144,30 @@ def test_widgets_not_live_outside_a_kernel(monkeypatch):
     assert aids.widgets_live() is True
 
 
+@pytest.mark.parametrize("parent, live", [
+    (["/usr/bin/python3", "/usr/local/bin/jupyter-lab", "--port=8888"], True),
+    (["python", "-m", "jupyter", "lab"], True),
+    (["/home/me/.vscode-server/node", "extensionHost"], True),
+    (["python", "-m", "pytest", "--nbval-lax", "lessons"], False),
+    (["python", "tools/nb.py", "build", "x.py", "x.ipynb"], False),
+    (["ipython"], True),  # a person at a console
+    (psutil.AccessDenied(1), True),  # the system will not say: assume a person is looking
+    (psutil.NoSuchProcess(1), True),
+])
+def test_front_end_is_told_from_the_parent_command_line(monkeypatch, parent, live):
+    class Parent:
+        def __init__(self, pid):
+            assert pid == os.getppid()
+
+        def cmdline(self):
+            if isinstance(parent, Exception):
+                raise parent
+            return parent
+
+    monkeypatch.setattr(psutil, "Process", Parent)
+    assert aids._started_by_front_end() is live
+
+
 def test_missing_or_malformed_content_is_a_clear_error():
     with pytest.raises(ValueError, match="no learning aids for lesson '99'"):
         aids.load("99")
@@ -140,6 +179,71 @@ def test_missing_or_malformed_content_is_a_clear_error():
     assert any("SUMMARY" in p for p in problems)
     assert any("TERMS" in p for p in problems)
     assert any("QUIZ" in p for p in problems)
+    assert all("\n" not in p for p in problems)
+
+
+def _good_content() -> dict:
+    quiz = [{"q": f"question {i}?", "choices": ["yes", "no"], "answer": 0, "why": "because"} for i in range(3)]
+    return {"TITLE": "Lesson 98 - a test", "MNEMONIC": "m",
+            "SUMMARY": {"Basic": "short", "Medium": "a little longer", "Detailed": "the longest of the three"},
+            "TERMS": {f"term {i}": f"definition {i}" for i in range(4)}, "QUIZ": quiz,
+            "KEY_POINTS": [("point", "analogy")] * 3, "CARDS": [("front", "back")]}
+
+
+def _install(source: str, lesson: str, tmp_path: Path, monkeypatch) -> None:
+    """``source`` as ``dpcourse/aids_content/lesson<lesson>.py``, for this test only."""
+    (tmp_path / f"lesson{lesson}.py").write_text(source)
+    monkeypatch.setattr(aids_content, "__path__", [*aids_content.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, f"dpcourse.aids_content.lesson{lesson}", raising=False)
+
+
+def _source(content: dict) -> str:
+    return "".join(f"{name} = {value!r}\n" for name, value in content.items())
+
+
+@pytest.mark.parametrize("mistake, message", [
+    (lambda c: c["QUIZ"][1].update(answer=2),
+     "QUIZ question 2: answer is 2, but it must index one of the 2 choices: 0 to 1."),
+    (lambda c: c["QUIZ"][1].update(choices=["yes", "yes"]),
+     "QUIZ question 2: choices repeat an answer: make every choice different."),
+    (lambda c: c["QUIZ"][0].pop("why"),
+     "QUIZ question 1: must be a dict with exactly the keys q, choices, answer, why (got q, choices, answer)."),
+    (lambda c: c["SUMMARY"].update(Detailed="too short"),
+     "SUMMARY['Detailed'] must say more than SUMMARY['Medium'] (9 characters against 15)."),
+    (lambda c: c["TERMS"].update({"term 0": " "}), "TERMS['term 0'] must be a non-empty string, not ' '."),
+    (lambda c: c.update(CARDS=[("a question without an answer",)]),
+     "CARDS must be a list of (question, answer) pairs of non-empty strings: entry 1 is "),
+    (lambda c: c.update(KEY_POINTS=c["KEY_POINTS"][:2]), "KEY_POINTS must hold 3 to 6 (point, analogy) pairs (got 2)."),
+    (lambda c: c.update(FLASHCARDS=c.pop("CARDS")), "defines FLASHCARDS, which the schema does not know"),
+    (lambda c: c.pop("MNEMONIC"), "lacks MNEMONIC: every lesson defines TITLE, SUMMARY, TERMS, QUIZ, MNEMONIC."),
+], ids=["answer", "choices", "keys", "summary", "term", "cards", "key-points", "unknown-name", "missing"])
+def test_a_malformed_content_module_fails_to_load_with_one_line(tmp_path, monkeypatch, mistake, message):
+    """A content file written with one mistake: loading it names the file, the field and the fix, in one line."""
+    content = _good_content()
+    mistake(content)
+    _install(_source(content), "98", tmp_path, monkeypatch)
+    with pytest.raises(ValueError) as error:
+        aids.content("98")
+    text = str(error.value)
+    assert text.startswith("dpcourse/aids_content/lesson98.py: ") and "\n" not in text
+    assert message in text
+    with pytest.raises(ValueError, match="lesson98.py"):  # the module other code reads is checked as well
+        aids.load("98")
+
+
+def test_well_formed_content_loads(tmp_path, monkeypatch):
+    _install(_source(_good_content()), "98", tmp_path, monkeypatch)
+    c = aids.content("98")
+    assert c.quiz[2].q == "question 2?" and c.cards[0].answer == "back"
+    assert c.summary.level("Medium") == "a little longer" and c.terms[3].definition == "definition 3"
+
+
+def test_a_name_given_twice_in_a_content_file_is_caught(tmp_path, monkeypatch):
+    """Python keeps the second of two assignments silently: the schema says so instead of losing the first."""
+    content = _good_content()
+    _install(_source(content) + f"CARDS = {content['CARDS']!r}\n", "97", tmp_path, monkeypatch)
+    with pytest.raises(ValueError, match=r"lesson97.py: CARDS is assigned 2 times \(lines 7, 8\)"):
+        aids.content("97")
 
 
 @pytest.mark.parametrize("lesson", lesson_numbers())

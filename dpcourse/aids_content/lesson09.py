@@ -110,33 +110,6 @@ MNEMONIC = (
 
 # The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
 KEY_POINTS = [
-    ("With mixed-precision Adam a parameter costs sixteen bytes, and twelve of them are optimizer state; "
-     "plain data parallelism keeps all of it on every rank.",
-     "Like every member of a book club buying the whole encyclopaedia when each only reads one volume."),
-    ("ZeRO stage one shards the optimizer state: reduce-scatter the gradients, step your own shard, then "
-     "all-gather the parameters. It sends the same bytes as an all-reduce.",
-     "Like flatmates who each keep the accounts of one bill: everyone sends receipts to whoever owns the "
-     "bill, and the totals are pinned on the fridge for all."),
-    ("Stage two also shards the gradients; stage three, FSDP, shards the parameters and gathers each layer "
-     "just before it runs, twice a step.",
-     "Like a library loan: you fetch the book when you need it and give it back when you are done, and "
-     "fetch it again for the second reading."),
-    ("The extra gather hides behind compute only when each rank's batch is large enough for the link.",
-     "A fast reader keeps a slow courier busy; a slow reader never waits for the next book."),
-    ("Activations are never sharded, so ZeRO saves less than the table suggests.",
-     "Sharing the cookbooks does not shrink the pile of dirty dishes each cook makes."),
-]
-
-CARDS = [
-    ("Mixed-precision Adam: how many bytes per parameter, and which part does ZeRO-1 shard?",
-     "2 (bf16 weight) + 2 (bf16 gradient) + 12 (fp32 master copy and two moments) = 16. ZeRO-1 shards "
-     "the 12 bytes of optimizer state."),
-    ("Does ZeRO-1 send more bytes than DDP's all-reduce?",
-     "No: a reduce-scatter plus an all-gather is exactly an all-reduce's bytes. ZeRO-3 sends 1.5 times as many."),
-]
-
-# The audiobook track (dpcourse audio): each key point, then its analogy, said as plain sentences.
-KEY_POINTS = [
     ("With mixed-precision Adam a parameter costs sixteen bytes, and twelve of them are optimizer state.",
      "Like a library where every book comes with three thick binders of notes: the notes, not the books, fill "
      "the shelves."),
