@@ -9,6 +9,9 @@ use nothing but ``send``/``recv``/``isend``/``irecv``, so every byte that moves 
   each rank passes one chunk to its right neighbour and adds the chunk arriving from its left, so
   that each rank ends up owning the full sum of one chunk; in ``N-1`` all-gather steps the summed
   chunks travel once more round the ring. Every rank sends ``2 (N-1)/N`` of the tensor, whatever N.
+
+This is the textbook ring, one step after the other. The same messages, scheduled to keep pace
+with gloo's own all_reduce, are :func:`dpcourse.allreduce_pipelined.pipelined_ring_all_reduce`.
 """
 
 from __future__ import annotations
@@ -16,15 +19,14 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["naive_all_reduce", "ring_all_reduce", "chunk_bounds", "SEGMENT_BYTES"]
-
-SEGMENT_BYTES = 4 << 20  # largest single message of the ring; bigger chunks are pipelined in pieces
+__all__ = ["naive_all_reduce", "ring_all_reduce", "chunk_bounds", "check_input"]
 
 
-def _check(tensor: torch.Tensor, name: str) -> tuple[int, int]:
-    """Validate the input; return ``(rank, world_size)``."""
+def check_input(tensor: torch.Tensor, name: str) -> tuple[int, int]:
+    """Raise a one-line error for input an all-reduce cannot sum; return ``(rank, world_size)``."""
     if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} needs a torch.Tensor, got {type(tensor).__name__}: wrap it with torch.as_tensor(...).")
+        raise TypeError(f"{name} needs a torch.Tensor, got {type(tensor).__name__}: "
+                        "wrap it with torch.as_tensor(...).")
     if tensor.dtype == torch.bool or tensor.is_complex():
         raise TypeError(f"{name} sums numbers; {tensor.dtype} is not supported: convert to a float or int dtype.")
     if not (dist.is_available() and dist.is_initialized()):
@@ -34,7 +36,8 @@ def _check(tensor: torch.Tensor, name: str) -> tuple[int, int]:
 
 
 def chunk_bounds(numel: int, parts: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of ``parts`` nearly equal slices of ``range(numel)``; some may be empty.
+    """``(start, stop)`` of ``parts`` nearly equal slices of ``range(numel)``, the larger ones first
+    (the slices ``torch.tensor_split`` makes); some may be empty.
 
     >>> chunk_bounds(10, 4)
     [(0, 3), (3, 6), (6, 8), (8, 10)]
@@ -48,27 +51,10 @@ def chunk_bounds(numel: int, parts: int) -> list[tuple[int, int]]:
     return bounds
 
 
-_BUFFERS: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
-
-
-def _receive_buffer(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A scratch tensor of at least ``numel`` elements, kept between calls.
-
-    A fresh allocation of many megabytes costs a page fault per 4 KB page the first time it is
-    written, on every call; reusing one buffer pays that once.
-    """
-    key = (dtype, device)
-    buf = _BUFFERS.get(key)
-    if buf is None or buf.numel() < numel:
-        buf = torch.empty(numel, dtype=dtype, device=device)
-        _BUFFERS[key] = buf
-    return buf
-
-
 @torch.no_grad()  # sums of parameters or gradients are not part of any autograd graph
 def naive_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all ranks in place by gathering at rank 0 and sending the sum back."""
-    rank, world = _check(tensor, "naive_all_reduce")
+    rank, world = check_input(tensor, "naive_all_reduce")
     if world == 1 or tensor.numel() == 0:
         return tensor
     flat = tensor.contiguous()  # send/recv need contiguous memory; a no-op when it already is
@@ -87,96 +73,42 @@ def naive_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-_CLOSING_LINK: list = [None, None]  # [default process group, the group carrying rank 1 -> rank 0]
-
-
-def _closing_link(world: int):
-    """The process group for the message from the last rank to rank 0, or None for the default one.
-
-    With two ranks, the right and the left neighbour are the same process, and on gloo both directions
-    would share one connection, whose lock lets only one side post or move a message at a time, so the
-    two directions would take turns instead of overlapping. So, with two ranks on gloo, the link
-    that closes the ring (rank 1 -> rank 0) gets a connection of its own, made once (every rank makes
-    it in its first call, as all ranks call an all-reduce together).
-    """
-    if world != 2 or dist.get_backend() != "gloo":
-        return None
-    if _CLOSING_LINK[0] is not dist.group.WORLD:
-        _CLOSING_LINK[:] = [dist.group.WORLD, dist.new_group(backend="gloo")]
-    return _CLOSING_LINK[1]
-
-
 @torch.no_grad()
-def ring_all_reduce(tensor: torch.Tensor, trace: list | None = None,
-                    segment_bytes: int = SEGMENT_BYTES) -> torch.Tensor:
-    """Sum ``tensor`` over all ranks in place with the ring algorithm (reduce-scatter, all-gather).
+def ring_all_reduce(tensor: torch.Tensor, after_step=None) -> torch.Tensor:
+    """Sum ``tensor`` over all ranks in place: ``N-1`` reduce-scatter steps, then ``N-1`` all-gather steps.
 
-    The ``2 (N-1)`` steps form one chain: at step ``j`` a rank receives chunk ``rank-j-1`` from its
-    left neighbour (adding it to its own during the first ``N-1`` steps, the reduce-scatter; keeping it
-    as it is during the last ``N-1``, the all-gather) and passes on chunk ``rank-j``, which it received
-    at step ``j-1``. Four things make this as fast as gloo's own all_reduce:
-
-    * receives are posted before the data can arrive (gloo sends a message only once the receiver has
-      asked for it, so a late receive costs a round trip);
-    * chunks bigger than ``segment_bytes`` travel as several messages, and each piece is forwarded as
-      soon as it has been added, while the rest of the chunk is still on its way (a pipeline);
-    * reduce-scatter pieces land in a scratch buffer (``N-1`` chunks, kept between calls); all-gather
-      pieces land straight in ``tensor``;
-    * with two ranks on gloo, the two directions travel over two connections (see ``_closing_link``).
-
-    If ``trace`` is a list, a copy of this rank's tensor is appended after every step as
-    ``(phase, step, tensor)``, which is what the course's step-by-step ring picture is drawn from.
+    Rank ``r`` sends only to ``r+1`` and receives only from ``r-1`` (mod ``N``), one chunk each way
+    per step. ``after_step(phase, step, tensor)``, if given, is called after every step with this
+    rank's tensor as it is then (the lesson's step-by-step picture is drawn that way).
     """
-    rank, world = _check(tensor, "ring_all_reduce")
-    if trace is not None:
-        trace.append(("start", 0, tensor.detach().clone().cpu()))
+    rank, world = check_input(tensor, "ring_all_reduce")
     if world == 1 or tensor.numel() == 0:
         return tensor
-    if segment_bytes < 1:
-        raise ValueError(f"segment_bytes must be positive, got {segment_bytes}.")
-    work = tensor.contiguous()
-    flat = work.view(-1)
-    chunks = [flat[a:b] for a, b in chunk_bounds(flat.numel(), world)]
-    per = max(1, segment_bytes // flat.element_size())
-    pieces = [[(i, min(i + per, c.numel())) for i in range(0, c.numel(), per)] for c in chunks]
-    tags = max(len(p) for p in pieces)  # message (step j, piece k) has tag j * tags + k
+    work = tensor.contiguous()  # the tensor itself unless it is not contiguous
+    chunks = list(torch.tensor_split(work.view(-1), world))  # views: adding into a chunk changes `work`
+    incoming = torch.empty_like(chunks[0])  # the first chunk is the largest
     right, left = (rank + 1) % world, (rank - 1) % world
-    closing = _closing_link(world)
-    to_right = closing if rank == world - 1 else None  # None: the default group
-    from_left = closing if rank == 0 else None
-    steps, reduce_steps = 2 * (world - 1), world - 1
-    biggest = chunks[0].numel()  # chunk_bounds puts any extra elements in the first chunks
-    scratch = _receive_buffer(reduce_steps * biggest, flat.dtype, flat.device)
-    scratch = scratch[: reduce_steps * biggest].view(reduce_steps, biggest)
 
-    def landing(j: int) -> torch.Tensor:
-        return scratch[j] if j < reduce_steps else chunks[(rank - j - 1) % world]
+    def exchange(send_chunk: torch.Tensor, recv_into: torch.Tensor) -> None:
+        # Both posted before either is waited for: blocking sends all round could wait for ever.
+        requests = [dist.irecv(recv_into, src=left)] if recv_into.numel() else []
+        if send_chunk.numel():  # fewer elements than ranks: empty chunks are not sent
+            requests.append(dist.isend(send_chunk, dst=right))
+        for req in requests:
+            req.wait()
 
-    def post_receives(j: int) -> list:
-        c = (rank - j - 1) % world
-        return [dist.irecv(landing(j)[a:b], src=left, tag=j * tags + k, group=from_left)
-                for k, (a, b) in enumerate(pieces[c])]
-
-    # Every receive is asked for before the first send. An all-gather piece lands in `tensor` itself,
-    # which is safe: it can only arrive after this rank has sent what it holds there. With a trace, the
-    # all-gather receives are posted step by step, so that each snapshot shows only the steps done.
-    receives = {j: post_receives(j) for j in range(reduce_steps if trace is not None else steps)}
-    sends = [dist.isend(chunks[rank][a:b], dst=right, tag=k, group=to_right) for k, (a, b) in enumerate(pieces[rank])]
-    for j in range(steps):
-        c = (rank - j - 1) % world
-        if j not in receives:
-            receives[j] = post_receives(j)
-        for k, (a, b) in enumerate(pieces[c]):
-            receives[j][k].wait()
-            if j < reduce_steps:
-                chunks[c][a:b].add_(landing(j)[a:b])
-            if j + 1 < steps:  # pass the piece on at once: the next step sends this very chunk
-                sends.append(dist.isend(chunks[c][a:b], dst=right, tag=(j + 1) * tags + k, group=to_right))
-        if trace is not None:
-            phase, step = ("reduce-scatter", j + 1) if j < reduce_steps else ("all-gather", j - reduce_steps + 1)
-            trace.append((phase, step, work.detach().clone().cpu()))
-    for req in sends:
-        req.wait()
+    for step in range(world - 1):  # reduce-scatter: the arriving chunk is added to ours
+        send_i, recv_i = (rank - step) % world, (rank - step - 1) % world
+        arrived = incoming[: chunks[recv_i].numel()]
+        exchange(chunks[send_i], arrived)
+        chunks[recv_i].add_(arrived)
+        if after_step is not None:
+            after_step("reduce-scatter", step + 1, work)
+    for step in range(world - 1):  # all-gather: rank r now owns the full sum of chunk r+1; pass it on
+        send_i, recv_i = (rank + 1 - step) % world, (rank - step) % world
+        exchange(chunks[send_i], chunks[recv_i])
+        if after_step is not None:
+            after_step("all-gather", step + 1, work)
     if work.data_ptr() != tensor.data_ptr():
         tensor.copy_(work)
     return tensor

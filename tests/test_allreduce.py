@@ -1,4 +1,5 @@
-"""The hand-written all-reduces sum exactly what torch would, at any world size, shape and dtype."""
+"""The hand-written all-reduces (naive, textbook ring, pipelined ring) sum exactly what torch would,
+at any world size, shape and dtype; the step-by-step trace hooks onto the textbook ring from outside."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ import torch
 
 from dpcourse import launch
 from dpcourse.allreduce import chunk_bounds, naive_all_reduce, ring_all_reduce
+from dpcourse.allreduce_pipelined import pipelined_ring_all_reduce
 from dpcourse.costmodel import AlphaBeta, busbw, critical_path, fit_alpha_beta, memory_bandwidth
+from dpcourse.plots.collectives import trace_ring_steps
 
 SHAPES = [(), (1,), (3,), (7,), (4, 5), (2, 3, 5), (1001,)]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64]
+ALGORITHMS = {
+    "naive": naive_all_reduce,
+    "ring": ring_all_reduce,
+    "pipelined": pipelined_ring_all_reduce,
+    "pipelined, 8-byte pieces": lambda x: pipelined_ring_all_reduce(x, segment_bytes=8),  # many pieces per chunk
+}
 
 
 def _value(shape, dtype, rank: int) -> torch.Tensor:
@@ -21,11 +30,11 @@ def _value(shape, dtype, rank: int) -> torch.Tensor:
 
 
 def _all_cases(transpose: bool) -> dict:
-    """Run in a worker: both algorithms on every shape and dtype; return the results as numpy."""
+    """Run in a worker: every algorithm on every shape and dtype; return the results as numpy."""
     import dpcourse
 
     out = {}
-    for name, fn in (("naive", naive_all_reduce), ("ring", ring_all_reduce)):
+    for name, fn in ALGORITHMS.items():
         for shape in SHAPES:
             for dtype in DTYPES:
                 x = _value(shape, dtype, dpcourse.rank())
@@ -54,16 +63,37 @@ def _random_floats(n: int) -> list:
     import dpcourse
 
     x = torch.randn(n, generator=torch.Generator().manual_seed(dpcourse.rank()), dtype=torch.float32)
-    ring = ring_all_reduce(x.clone(), segment_bytes=1000)  # many pieces per chunk, one odd-sized
-    naive = naive_all_reduce(x.clone())
     exact = x.clone().double()
     torch.distributed.all_reduce(exact)
-    return [float((ring.double() - exact).abs().max()), float((naive.double() - exact).abs().max())]
+    runs = {"naive": naive_all_reduce, "ring": ring_all_reduce, "pipelined": pipelined_ring_all_reduce,
+            "pipelined, 1000-byte pieces": lambda t: pipelined_ring_all_reduce(t, segment_bytes=1000)}  # one odd-sized
+    return {name: float((fn(x.clone()).double() - exact).abs().max()) for name, fn in runs.items()}
 
 
-def test_random_floats_match_torch_within_rounding(no_leftover_processes):
-    for ring_err, naive_err in launch(_random_floats, 3, 100_003, timeout=60):
-        assert ring_err < 1e-5 and naive_err < 1e-5
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_random_floats_match_torch_within_rounding(world_size, no_leftover_processes):
+    for errors in launch(_random_floats, world_size, 100_003, timeout=60):
+        assert len(errors) == 4 and max(errors.values()) < 1e-5, errors
+
+
+def _twice_in_a_row(n: int) -> list:
+    """The pipelined ring keeps a scratch buffer (and, on 2 ranks, a second group) between calls:
+    a second call, a smaller one and one of another dtype must not see the first one's data."""
+    import dpcourse
+
+    r = dpcourse.rank()
+    out = []
+    for size, dtype in ((n, torch.float32), (n, torch.float32), (n // 3, torch.float32), (n, torch.float64)):
+        out.append(pipelined_ring_all_reduce(torch.full((size,), r + 1.0, dtype=dtype)).tolist())
+    return out
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_pipelined_ring_can_be_called_again(world_size, no_leftover_processes):
+    full = world_size * (world_size + 1) / 2
+    for calls in launch(_twice_in_a_row, world_size, 999, timeout=60):
+        assert [len(c) for c in calls] == [999, 999, 333, 999]
+        assert all(v == full for c in calls for v in c)
 
 
 def _only_point_to_point() -> list:
@@ -76,20 +106,19 @@ def _only_point_to_point() -> list:
                  "reduce_scatter_tensor", "all_gather_into_tensor", "scatter", "gather"):
         setattr(dist, name, forbidden)
     x = torch.ones(10)
-    return [naive_all_reduce(x.clone()).tolist(), ring_all_reduce(x.clone()).tolist()]
+    return {name: fn(x.clone()).tolist() for name, fn in ALGORITHMS.items()}
 
 
-def test_uses_only_point_to_point(no_leftover_processes):
-    for naive, ring in launch(_only_point_to_point, 3, timeout=60):
-        assert naive == ring == [3.0] * 10
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_uses_only_point_to_point(world_size, no_leftover_processes):
+    for results in launch(_only_point_to_point, world_size, timeout=60):
+        assert results == {name: [float(world_size)] * 10 for name in ALGORITHMS}
 
 
 def _traced(n: int) -> list:
     import dpcourse
 
-    trace: list = []
-    ring_all_reduce(torch.full((n,), 2.0 ** dpcourse.rank()), trace=trace)
-    return [(phase, step, t.tolist()) for phase, step, t in trace]
+    return trace_ring_steps(torch.full((n,), 2.0 ** dpcourse.rank()))
 
 
 def test_trace_shows_every_step_and_ends_with_the_sum(no_leftover_processes):
@@ -103,6 +132,22 @@ def test_trace_shows_every_step_and_ends_with_the_sum(no_leftover_processes):
         after_rs = trace[world - 1][2]  # after reduce-scatter exactly one chunk is complete here
         owned = [(a, b) for a, b in chunk_bounds(8, world) if after_rs[a:b] == [full] * (b - a)]
         assert owned == [chunk_bounds(8, world)[(r + 1) % world]]
+        for (_, _, before), (_, _, after) in zip(trace, trace[1:]):  # one chunk changes per step
+            changed = [c for c, (a, b) in enumerate(chunk_bounds(8, world)) if before[a:b] != after[a:b]]
+            assert len(changed) == 1, (r, before, after)
+
+
+def _after_step_calls(world_size: int) -> list:
+    calls = []
+    x = torch.ones(world_size * 3)
+    ring_all_reduce(x, after_step=lambda phase, step, t: calls.append((phase, step, t is x)))
+    return calls
+
+
+def test_after_step_is_called_once_per_step_with_the_tensor(no_leftover_processes):
+    for calls in launch(_after_step_calls, 3, 3, timeout=60):
+        assert calls == [("reduce-scatter", 1, True), ("reduce-scatter", 2, True),
+                         ("all-gather", 1, True), ("all-gather", 2, True)]
 
 
 def test_chunk_bounds_cover_everything_once():
@@ -125,6 +170,22 @@ def test_clear_errors_outside_a_process_group_and_for_bad_input():
         ring_all_reduce([1.0, 2.0])
     with pytest.raises(TypeError, match="bool"):
         naive_all_reduce(torch.ones(3, dtype=torch.bool))
+    with pytest.raises(RuntimeError, match="dpcourse.launch"):
+        pipelined_ring_all_reduce(torch.ones(3))
+    with pytest.raises(TypeError, match="complex"):
+        pipelined_ring_all_reduce(torch.ones(3, dtype=torch.complex64))
+
+
+def _bad_segment() -> str:
+    try:
+        pipelined_ring_all_reduce(torch.ones(4), segment_bytes=0)
+    except ValueError as exc:
+        return str(exc)
+    return "no error"
+
+
+def test_pipelined_ring_rejects_a_segment_size_below_one_byte(no_leftover_processes):
+    assert launch(_bad_segment, 2, timeout=60) == ["segment_bytes must be positive, got 0."] * 2
 
 
 def test_alpha_beta_fit_recovers_the_model_it_was_sampled_from():

@@ -1,11 +1,11 @@
-"""Naive vs ring vs torch's all_reduce, measured side by side in one run.
+"""Naive vs textbook ring vs pipelined ring vs torch's all_reduce, measured side by side in one run.
 
     dpcourse bench allreduce --world-size 4 --sizes 1KB,1MB,64MB --repeats 15 --json out.json --plot out.png
 
-For every size, ``world_size`` workers time the three algorithms in turn, round after round in a
-shuffled order (so a noisy neighbour hurts all three alike), in three launches whose rounds are
+For every size, ``world_size`` workers time the four algorithms in turn, round after round in a
+shuffled order (so a noisy neighbour hurts all of them alike), in three launches whose rounds are
 pooled, and the median time, algorithm bandwidth and bus bandwidth of each are reported, with the
-ratios ring/torch and ring/naive.
+bandwidth ratios pipelined/torch, ring/torch, pipelined/ring and ring/naive.
 """
 
 from __future__ import annotations
@@ -18,20 +18,26 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from tqdm.auto import tqdm
+
 from dpcourse.bench import format_size, parse_sizes
 from dpcourse.costmodel import algbw, busbw, memory_bandwidth
 
 __all__ = ["main", "measure", "run_benchmark", "ALGORITHMS"]
 
-ALGORITHMS = ("naive", "ring", "torch")
+ALGORITHMS = ("naive", "ring", "pipelined", "torch")
+# (numerator, denominator): bandwidth ratios reported for every size, the speed goal's first
+RATIOS = (("pipelined", "torch"), ("ring", "torch"), ("pipelined", "ring"), ("ring", "naive"))
 
 
 def _ops() -> dict[str, Callable]:
     import torch.distributed as dist
 
     from dpcourse.allreduce import naive_all_reduce, ring_all_reduce
+    from dpcourse.allreduce_pipelined import pipelined_ring_all_reduce
 
-    return {"naive": naive_all_reduce, "ring": ring_all_reduce, "torch": dist.all_reduce}
+    return {"naive": naive_all_reduce, "ring": ring_all_reduce, "pipelined": pipelined_ring_all_reduce,
+            "torch": dist.all_reduce}
 
 
 BATCH_BYTES = 8 << 20  # small all-reduces are timed in batches of about this many bytes
@@ -92,25 +98,15 @@ def _row(nbytes: int, world_size: int, times: dict[str, list[float]]) -> dict[st
         t = statistics.median(ts)
         row[name] = {"time_s": t, "times_s": ts, "algbw_GBps": algbw(nbytes, t) / 1e9,
                      "busbw_GBps": busbw(nbytes, t, world_size) / 1e9}
-    if "ring" in times and "torch" in times:
-        row["ring_vs_torch"] = row["ring"]["algbw_GBps"] / row["torch"]["algbw_GBps"]
-    if "ring" in times and "naive" in times:
-        row["ring_vs_naive"] = row["ring"]["algbw_GBps"] / row["naive"]["algbw_GBps"]
+    for a, b in RATIOS:
+        if a in times and b in times:
+            row[f"{a}_vs_{b}"] = row[a]["algbw_GBps"] / row[b]["algbw_GBps"]
     return row
-
-
-def _progress(done: int, total: int, label: str, stream=sys.stderr) -> None:
-    width = 30
-    filled = int(width * done / total) if total else width
-    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<24}")
-    if done == total:
-        stream.write("\n")
-    stream.flush()
 
 
 def run_benchmark(world_size: int, sizes: list[int], repeats: int = 15, backend: str | None = None,
                   timeout: float = 600.0, progress: bool = True, launches: int = 3) -> dict[str, Any]:
-    """Measure all three algorithms at every size; return the JSON-ready result.
+    """Measure every algorithm at every size; return the JSON-ready result.
 
     The ``repeats`` rounds of a size are spread over ``launches`` fresh groups of workers and pooled:
     how fast a group is depends on where its processes and threads happen to run, and on a small
@@ -128,17 +124,16 @@ def run_benchmark(world_size: int, sizes: list[int], repeats: int = 15, backend:
     launches = max(1, min(launches, repeats))
     split = [repeats // launches + (1 if i < repeats % launches else 0) for i in range(launches)]  # rounds per launch
     rows = []
-    for i, nbytes in enumerate(sizes):
-        if progress:
-            _progress(i, len(sizes), f"measuring {format_size(nbytes)}")
+    bar = tqdm(sizes, desc="all-reduce sizes", unit="size", disable=not progress, file=sys.stderr)
+    for nbytes in bar:
+        bar.set_postfix_str(f"measuring {format_size(nbytes)}")
         times: dict[str, list[float]] = {}
         for seed, rounds in enumerate(split):
             part = launch(measure, world_size, nbytes, rounds, ALGORITHMS, 2, seed, timeout=timeout, backend=backend)[0]
             for name, ts in part.items():
                 times.setdefault(name, []).extend(ts)
         rows.append(_row(nbytes, world_size, times))
-    if progress:
-        _progress(len(sizes), len(sizes), "done")
+    bar.close()
     return {"world_size": world_size, "backend": backend, "repeats": repeats, "launches": launches, "dtype": "float32",
             "memory_bandwidth_GBps": memory_bandwidth(min(max(sizes), 64 << 20)) / 1e9 if max(sizes) >= 1024 else None,
             "results": rows}
@@ -157,7 +152,7 @@ def format_table(result: dict[str, Any]) -> str:
                 r = row[name]
                 lines.append(f"{row['size']:>7} | {name:>9} | {r['time_s'] * 1e3:>7.3f} ms | "
                              f"{r['algbw_GBps']:>10.3f} | {r['busbw_GBps']:>10.3f}")
-        ratios = [f"{k.replace('_vs_', '/')} = {row[k]:.2f}x" for k in ("ring_vs_torch", "ring_vs_naive") if k in row]
+        ratios = [f"{a}/{b} = {row[f'{a}_vs_{b}']:.2f}x" for a, b in RATIOS if f"{a}_vs_{b}" in row]
         lines.append(f"{'':>7}   bandwidth ratios: " + ", ".join(ratios))
     if result.get("memory_bandwidth_GBps"):
         lines.append(f"memory copy bandwidth of this machine (the physical ceiling): "
@@ -175,7 +170,7 @@ def plot(result: dict[str, Any], path: Path | None = None):
 
     fig, ax = plt.subplots(figsize=(6, 4))
     sizes = [r["size_bytes"] for r in result["results"]]
-    for name, marker in zip(ALGORITHMS, "sox"):
+    for name, marker in zip(ALGORITHMS, "so^x"):
         ax.plot(sizes, [r[name]["algbw_GBps"] for r in result["results"]], marker=marker, label=name)
     if result.get("memory_bandwidth_GBps"):
         ax.axhline(result["memory_bandwidth_GBps"], ls=":", c="gray", label="memory copy")

@@ -44,12 +44,15 @@ def time_allreduces(sizes: list[int], repeats: int, algorithms: tuple[str, ...] 
                     ) -> dict[str, dict[int, list[float]]]:
     """In every worker: seconds of each all-reduce in ``algorithms`` at each size, ``repeats`` times.
 
-    ``algorithms`` names from ``"gloo all_reduce"``, ``"course ring"`` and ``"course naive"``. The
+    ``algorithms`` names from ``"gloo all_reduce"``, ``"course ring"`` (the textbook ring),
+    ``"course pipelined ring"`` and ``"course naive"``. The
     rounds alternate the order of the algorithms; a barrier starts every timed call on all ranks.
     """
     from dpcourse.allreduce import naive_all_reduce, ring_all_reduce
+    from dpcourse.allreduce_pipelined import pipelined_ring_all_reduce
 
-    known = {"gloo all_reduce": dist.all_reduce, "course ring": ring_all_reduce, "course naive": naive_all_reduce}
+    known = {"gloo all_reduce": dist.all_reduce, "course ring": ring_all_reduce,
+             "course pipelined ring": pipelined_ring_all_reduce, "course naive": naive_all_reduce}
     unknown = [a for a in algorithms if a not in known]
     if unknown:
         raise ValueError(f"unknown algorithm(s) {unknown}: use names from {list(known)}.")

@@ -2,14 +2,15 @@
 
 * :func:`show_collective` / :func:`show_collectives`: one row of boxes per rank, before and after.
 * :func:`show_ring_steps`: the ring all-reduce step by step, when rank ``r`` starts with ``2**r``
-  in every element: the bits of a sum then say which ranks' data it already contains.
+  in every element: the bits of a sum then say which ranks' data it already contains. Its data
+  come from :func:`trace_ring_steps`, run in the workers.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["show_collective", "show_collectives", "show_ring_steps", "contributors"]
+__all__ = ["show_collective", "show_collectives", "show_ring_steps", "trace_ring_steps", "contributors"]
 
 Values = Sequence[Sequence[float]]  # one list of numbers per rank
 
@@ -72,10 +73,23 @@ def contributors(value: float, world_size: int) -> list[int]:
     return [r for r in range(world_size) if bits >> r & 1]
 
 
+def trace_ring_steps(tensor) -> list[tuple[str, int, list[float]]]:
+    """Run in a worker: ``ring_all_reduce(tensor)``, with a snapshot of this rank's tensor (as a list)
+    before the first step and after every step, as ``[(phase, step, values), ...]``.
+
+    The ring itself knows nothing of this: it calls back after each step, and the callback copies.
+    """
+    from dpcourse.allreduce import ring_all_reduce
+
+    trace = [("start", 0, tensor.flatten().tolist())]
+    ring_all_reduce(tensor, after_step=lambda phase, step, t: trace.append((phase, step, t.flatten().tolist())))
+    return trace
+
+
 def show_ring_steps(traces: Sequence[Sequence[tuple[str, int, Sequence[float]]]]):
     """The ring all-reduce step by step: a column per step, a row per rank, a box per chunk.
 
-    ``traces[r]`` is rank r's ``[(phase, step, values), ...]`` (from ``ring_all_reduce(x, trace=...)``
+    ``traces[r]`` is rank r's ``[(phase, step, values), ...]`` (from :func:`trace_ring_steps`,
     with one element per chunk, rank r starting from ``2**r``). Each box lists the ranks whose data
     the chunk holds and is shaded by their number; a thick edge marks what changed in that step.
     """
