@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PLANTED = ROOT / "tests" / "planted"
 PRELUDE = "import torch\nimport torch.distributed as dist"
 CORRECT = ["04_good.py", "<solution>", "<reference>"]
-WRONG = ["04_no_remainder.py", "04_no_allgather.py", "04_averages.py", "04_not_in_place.py", "04_uses_all_reduce.py",
-         "04_recv_first_deadlock.py"]
+WRONG = ["04_no_remainder.diff", "04_no_allgather.diff", "04_averages.diff", "04_not_in_place.diff",
+         "04_uses_all_reduce.py", "04_recv_first_deadlock.diff"]  # a .diff: a wrong variant of a planted good one
 
 
 def _solution_code() -> str | None:
@@ -50,7 +50,10 @@ def _source(name: str) -> str:
         return _solution_code() or (PLANTED / "04_good.py").read_text()
     if name == "<reference>":
         return _reference_code()
-    return (PLANTED / name).read_text()
+    sys.path.insert(0, str(ROOT / "tests"))
+    from planted_sources import planted_source
+
+    return planted_source(PLANTED / name)
 
 
 def build_class(folder: Path, size: int = 30) -> dict[str, bool]:

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from planted_sources import PLANTED, planted_source
 
 from dpcourse.grading.extract import exercise_from_name, exercise_from_text, read_submission
 from dpcourse.grading.framework import exercise_ids, get_suite
 from dpcourse.grading.grade import Report, collect, own_frames, report_keys, stated_limit, table
 
 ROOT = Path(__file__).resolve().parent.parent
-PLANTED = ROOT / "tests" / "planted"
 KNOWN = tuple(exercise_ids())
 
 
@@ -148,20 +148,13 @@ def test_check_result_shows_nothing_more_in_a_notebook():
 
 # --------------------------------------------------------------------------- a class, as platforms deliver it
 
-def _planted(name: str) -> str:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_grading import planted_source
-
-    return planted_source(PLANTED / name)
-
-
 PRELUDE = "import torch\nimport torch.distributed as dist"
 
 
 @pytest.fixture(scope="module")
 def graded_class(tmp_path_factory):
     base = tmp_path_factory.mktemp("intake")
-    good, hang = _planted("04_good.py"), _planted("04_recv_first_deadlock.py")
+    good, hang = planted_source(PLANTED / "04_good.py"), planted_source(PLANTED / "04_recv_first_deadlock.diff")
     marker = "    base, extra = divmod(flat.numel(), world)\n"
     assert marker in good
     crash = good.replace(marker, marker + "    chunk_sizes = [base] * (world - 1)\n    chunk_sizes[world]\n")

@@ -3,9 +3,10 @@
 Each file in tests/planted/ is the graded cell of a submission; its header says which exercise it
 is for and what must happen (``# expect: full`` or ``# expect: name of a test that must fail; ...``).
 Files with ``# hangs: yes`` deadlock or loop forever and are graded in a separate call with a short
-timeout. A file with ``# base: OTHER.py`` is a patch: one or more blocks ``<<<`` old lines ``===`` new
-lines ``>>>`` applied to OTHER's code (a path relative to tests/planted/), so a wrong variant shows only
-what it gets wrong. No test may leave a process behind.
+timeout. A wrong variant of a correct submission is a unified diff, ``NN_bug.diff``, against a frozen
+copy beside it (``--- NN_good.py``; tests/planted_sources.py applies it with GNU patch, no fuzz), with
+its header in the diff's preamble: it shows only what it gets wrong, and no planted file reads the
+live library. No test may leave a process behind.
 """
 
 from __future__ import annotations
@@ -22,23 +23,14 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from planted_sources import PLANTED, apply_diff, base_of, planted_files, planted_source
+from planted_sources import header as _header
 from processes import children
 
 ROOT = Path(__file__).resolve().parent.parent
-PLANTED = ROOT / "tests" / "planted"
 PRELUDE = "import os\nimport sys\nimport torch\nimport torch.distributed as dist\nfrom torch import nn"
 
 pytestmark = [pytest.mark.usefixtures("no_leftover_processes")]
-
-
-def _header(path: Path) -> dict[str, str]:
-    fields = {}
-    for line in path.read_text().splitlines():
-        m = re.match(r"# (\w[\w-]*): (.*)", line)
-        if not m:
-            break
-        fields[m[1]] = m[2].strip()
-    return fields
 
 
 def _notebook(source: str, graded: bool = True) -> nbformat.NotebookNode:
@@ -55,7 +47,7 @@ def _notebook(source: str, graded: bool = True) -> nbformat.NotebookNode:
 def _planted(hangs: bool) -> list[Path]:
     from dpcourse.grading.isolate import available
 
-    files = sorted(PLANTED.glob("*.py")) + sorted(PLANTED.glob("*.ipynb"))
+    files = planted_files()
     sandboxed = not available()  # files that only the sandbox can stop (``# sandbox: ...``) need one
     return [p for p in files
             if (_header(p).get("hangs") == "yes") == hangs and (sandboxed or not _header(p).get("sandbox"))]
@@ -67,22 +59,6 @@ def _grade(paths: list[Path], out: Path, *extra: str,
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=out.parent)
     reports = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/results.json")}
     return done, reports
-
-
-_PATCH = re.compile(r"^<<<\n(.*?)^===\n(.*?)^>>>\n", re.S | re.M)
-
-
-def planted_source(path: Path) -> str:
-    """The code of a planted submission: the file itself, or its ``base`` with the file's patches applied."""
-    text = path.read_text()
-    base = _header(path).get("base")
-    if not base:
-        return text
-    code = planted_source(path.parent / base)
-    for old, new in _PATCH.findall(text):  # none: the base as it is (e.g. the course's own module)
-        assert code.count(old) == 1, f"{path.name}: this text must occur exactly once in {base}:\n{old}"
-        code = code.replace(old, new)
-    return code
 
 
 def _materialise(files: list[Path], folder: Path) -> list[Path]:
@@ -125,6 +101,43 @@ def test_every_exercise_has_three_planted_wrong_submissions_and_a_good_one():
         wrong = [f.name for f in mine if _header(f).get("expect") != "full"]
         assert len(wrong) >= 3, f"exercise {ex}: only {wrong} planted wrong"
         assert any(_header(f).get("expect") == "full" for f in mine), f"exercise {ex}: no planted correct submission"
+
+
+def test_every_planted_diff_applies_exactly_to_a_frozen_base_in_the_planted_folder():
+    """A wrong variant is its base plus its bug: the hunks apply with no fuzz and no offset, to a whole submission
+    kept in tests/planted/ (never a library file, so refactoring the library cannot break these tests)."""
+    diffs = sorted(PLANTED.glob("*.diff"))
+    assert len(diffs) >= 30
+    for diff in diffs:
+        base = base_of(diff)
+        assert base.parent == PLANTED and base.suffix == ".py", diff.name
+        assert f"\n+++ {diff.stem}.py\n" in diff.read_text(), f"{diff.name}: its +++ line names another file"
+        head = _header(diff)
+        assert head.get("exercise") == _header(base).get("exercise") and head.get("expect"), diff.name
+        assert _header(base).get("expect") == "full", f"{diff.name}: its base {base.name} is not a correct submission"
+        preamble = diff.read_text().split("\n--- ", 1)[0]
+        assert re.search(r"^# (Wrong|Forgery)\b", preamble, re.M), f"{diff.name}: no comment saying what the bug is"
+        dry_run = ["patch", "--fuzz=0", "--force", "--dry-run", "-o", os.devnull, str(base), "-i", str(diff)]
+        done = subprocess.run(dry_run, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and not re.search(r"offset|fuzz|FAILED", done.stdout), (diff.name, done.stdout)
+        assert apply_diff(diff) != base.read_text(), f"{diff.name} changes nothing"
+    for f in planted_files():
+        assert "base" not in _header(f), f"{f.name}: the old '# base:' patch format"
+
+
+def test_a_planted_diff_that_does_not_apply_fails_in_one_line_naming_it(tmp_path):
+    base = tmp_path / "04_good_two_loops.py"
+    base.write_text((PLANTED / base.name).read_text().replace("    return tensor\n", "    return tensor  # edited\n"))
+    diff = tmp_path / "04_averages.diff"
+    diff.write_text((PLANTED / diff.name).read_text())
+    with pytest.raises(ValueError) as err:
+        planted_source(diff)
+    message = str(err.value)
+    assert message.startswith("04_averages.diff does not apply to 04_good_two_loops.py") and "\n" not in message
+    assert "FAILED" in message and str(tmp_path) not in message
+    diff.write_text(diff.read_text().replace("--- 04_good_two_loops.py", "--- ../../dpcourse/allreduce.py"))
+    with pytest.raises(ValueError, match="must be a file in tests/planted/ itself"):
+        planted_source(diff)
 
 
 @pytest.fixture(scope="module")

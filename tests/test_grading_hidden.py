@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from planted_sources import PLANTED, planted_source
 
 from dpcourse.grading import hidden, isolate, relay
-from dpcourse.grading.framework import Fail, Judged, get_suite
+from dpcourse.grading.framework import SUITE_NAME, Fail, Judged, get_suite, suite_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX = isolate.available()
@@ -21,9 +22,14 @@ SANDBOX = isolate.available()
 
 # --------------------------------------------------------------------------- hidden tests stay hidden
 
+def _hidden_exercises() -> list[str]:
+    """The exercises with a hidden suite in instructor/suites/ (``exNN_stem.py``)."""
+    return sorted(m[1] for p in (ROOT / "instructor" / "suites").glob("ex*.py") if (m := SUITE_NAME.match(p.stem)))
+
+
 def _hidden_names() -> dict[str, list[str]]:
     names = {}
-    for ex in ("02", "03", "04", "05", "07"):
+    for ex in _hidden_exercises():
         visible = {t.name for t in get_suite(ex, hidden=False).tests}
         full = {t.name for t in get_suite(ex).tests}
         names[ex] = sorted(full - visible)
@@ -32,6 +38,7 @@ def _hidden_names() -> dict[str, list[str]]:
 
 def test_hidden_tests_come_from_the_instructor_folder_not_the_package():
     assert hidden.location() == ROOT / "instructor" / "suites"
+    assert len(_hidden_exercises()) >= 7 and set(_hidden_exercises()) <= set(suite_modules()), _hidden_exercises()
     names = _hidden_names()
     for ex, extra in names.items():
         assert extra, f"exercise {ex} has no hidden tests"
@@ -278,23 +285,14 @@ def test_ex04_diagnoses_fit_the_outputs_and_only_those():
         assert fits == ({name} if name else set()), (name, fits)
 
 
-def _ring(tensor):  # a plain ring, for the test below (a module-level function reaches the ranks by fork)
+def _planted_ring():
+    """The planted textbook ring (tests/planted/04_good_two_loops.py) as a live function, the way check() gets one."""
     import torch
     import torch.distributed as dist
 
-    rank, world = dist.get_rank(), dist.get_world_size()
-    chunks = list(torch.tensor_split(tensor.view(-1), world))
-    right, left = (rank + 1) % world, (rank - 1) % world
-    for phase in (0, 1):
-        for step in range(world - 1):
-            s = (rank - step) % world if phase == 0 else (rank + 1 - step) % world
-            r = (rank - step - 1) % world if phase == 0 else (rank - step) % world
-            incoming = torch.empty_like(chunks[r])
-            req = dist.isend(chunks[s].clone(), dst=right)
-            dist.recv(incoming, src=left)
-            req.wait()
-            chunks[r].add_(incoming) if phase == 0 else chunks[r].copy_(incoming)
-    return tensor
+    namespace = {"torch": torch, "dist": dist}
+    exec(planted_source(PLANTED / "04_good_two_loops.py"), namespace)
+    return namespace["ring_all_reduce"]
 
 
 def test_without_a_sandbox_the_grader_says_so_once_and_grades_as_before(capfd):
@@ -304,8 +302,9 @@ def test_without_a_sandbox_the_grader_says_so_once_and_grades_as_before(capfd):
     suite = get_suite("04", hidden=False)
     saved = dict(isolate._PROBE), list(sandbox._WARNED)
     isolate._PROBE["why"], sandbox._WARNED[:] = "switched off by this test", []
+    ring = _planted_ring()
     try:
-        jobs = [sandbox.Job(t, suite.names, 0, 60, objects={"ring_all_reduce": _ring}) for t in suite.tests[:2]]
+        jobs = [sandbox.Job(t, suite.names, 0, 60, objects={"ring_all_reduce": ring}) for t in suite.tests[:2]]
         verdicts = [judge(done) for done in sandbox.run_jobs(jobs)]
     finally:
         isolate._PROBE.clear()
