@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
+from tqdm import tqdm
+
 __all__ = ["Setting", "Result", "run_setting", "run_single_process", "run_settings", "with_single_process_baselines",
            "add_speedups", "aggregate", "plot_results", "write_csv", "settings_from_args", "busy_warning",
            "link_for", "ideal_limit", "check_network", "summary", "main", "MODELS", "ALGORITHMS", "COLUMNS", "SINGLE",
@@ -572,11 +574,6 @@ def check_network(args: argparse.Namespace) -> tuple[str, str]:
     return network, cluster
 
 
-def _bar(done: int, total: int, width: int = 30) -> str:
-    filled = int(width * done / total) if total else width
-    return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
-
-
 def summary(results: list[Result]) -> list[str]:
     """The real speedups, each against every baseline measured: one line per data-parallel setting."""
     lines = []
@@ -653,9 +650,13 @@ def main(args: argparse.Namespace) -> int:
 
     def on_result(results: list[Result], done: int, total: int) -> None:
         r = results[(done - 1) % len(results)] if len(results) == len(settings) else results[-1]
-        print(f"\r{_bar(done, total)}  {time.perf_counter() - start:5.1f} s   "
-              f"{r.describe()} {r.model} B={r.batch_size} {r.algorithm}: "
-              f"{r.samples_per_s:9.0f} samples/s  speedup {r.speedup:4.2f}x vs {r.baseline}", flush=True)
+        # One line per run on stdout (kept in a log), the bar on stderr (a terminal only): tqdm.write
+        # lifts the bar out of the way while the line is printed.
+        tqdm.write(f"[{done}/{total}] {time.perf_counter() - start:5.1f} s   "
+                   f"{r.describe()} {r.model} B={r.batch_size} {r.algorithm}: "
+                   f"{r.samples_per_s:9.0f} samples/s  speedup {r.speedup:4.2f}x vs {r.baseline}", file=sys.stdout)
+        sys.stdout.flush()
+        bar.update(1)
         plot_results(results, fig, warning)
         fig.savefig(png, dpi=110)
         write_csv(results, csv_path)
@@ -663,14 +664,16 @@ def main(args: argparse.Namespace) -> int:
             plt.pause(0.05)
 
     print("preparing: importing what DDP needs, once, before the workers start...", flush=True)
-    print(_bar(0, len(settings) * repeats), flush=True)
+    bar = tqdm(total=len(settings) * repeats, desc="runs", unit="run", file=sys.stderr, disable=None)
     try:
         results = run_settings(settings, steps=steps, timeout=args.timeout if getattr(args, "timeout", None) else 120.0,
                                on_result=on_result, repeats=repeats)
     except Exception as exc:
+        bar.close()  # before the message, so it starts on a line of its own
         print(f"dpcourse demo: a run failed: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     finally:
+        bar.close()
         plt.close(fig)
     print(f"done in {time.perf_counter() - start:.1f} s: wrote {png} and {csv_path}")
     for line in summary(results):

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from dpcourse.grading.extract import SubmissionError, read_submission, references_used
 from dpcourse.grading.framework import Suite, Test, exercise_ids, get_suite
 from dpcourse.grading.sandbox import Finished, Job, become_subreaper, run_jobs
@@ -287,19 +289,24 @@ def _test_jobs(loaded: Job, timeout: float | None) -> list[Job]:
 
 
 class _Progress:
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.done, self.start, self.stream = total, 0, time.monotonic(), stream
+    """The grading bar: tqdm's, on a terminal. Anywhere else (a pipe, a CI log) a redrawn bar is noise,
+    so it stays off and one line says how far grading got when it ends."""
 
-    def __call__(self, _: Finished | None = None) -> None:
-        if _ is not None:
-            self.done += 1
-        width = 30
-        filled = int(width * self.done / max(1, self.total))
-        self.stream.write(f"\rgrading [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} tests, "
-                          f"{time.monotonic() - self.start:.0f} s")
-        if self.done == self.total:
-            self.stream.write("\n")
-        self.stream.flush()
+    def __init__(self, total: int, stream=None):
+        self.stream = stream or sys.stderr
+        self.total, self.done, self.start = total, 0, time.monotonic()
+        self.bar = tqdm(total=total, desc="grading", unit="test", file=self.stream, disable=None)
+
+    def __call__(self, _: Finished | None = None, tests: int = 1) -> None:
+        self.done += tests  # counted here too: a disabled tqdm counts nothing
+        self.bar.update(tests)
+
+    def close(self) -> None:
+        if self.bar.disable:
+            seconds = time.monotonic() - self.start
+            self.stream.write(f"grading [{self.done}/{self.total} tests] in {seconds:.0f} s\n")
+            self.stream.flush()
+        self.bar.close()
 
 
 def grade(paths: list[Path], timeout: float | None = None, memory_mb: int = 4096, parallel: int = 1,
@@ -313,8 +320,6 @@ def grade(paths: list[Path], timeout: float | None = None, memory_mb: int = 4096
     reports, loads = _plan([Path(p) for p in paths], timeout, memory_mb, seed)
     total = sum(len(job.tag.suite.tests) for job in loads)
     bar = _Progress(total) if progress and total else None
-    if bar:
-        bar()
     sweep = sweep_orphans and become_subreaper()
     jobs: list[Job] = []
     for done in run_jobs(loads, parallel, sweep_orphans=sweep):  # phase 1: does the code load at all?
@@ -326,14 +331,15 @@ def grade(paths: list[Path], timeout: float | None = None, memory_mb: int = 4096
             _fail_all(done.job.tag, f"running the graded cells failed: {verdict.message}")
             tag = done.job.tag
             tag.verdicts = [Verdict(t, False, tag.problem, done.output) for t in tag.suite.tests]
-            if bar:
-                bar.done += len(done.job.tag.suite.tests) - 1
-                bar(done)
+            if bar:  # none of its tests will run: they are done
+                bar(done, tests=len(tag.suite.tests))
     for done in run_jobs(jobs, parallel, on_done=bar, sweep_orphans=sweep):  # phase 2: every test
         verdict = judge(done)
         verdict.message = tidy(verdict.message, done.job.timeout)
         done.job.tag.verdicts.append(verdict)
         done.job.tag.statuses[done.job.test.name] = done.status
+    if bar:
+        bar.close()
     return reports
 
 
