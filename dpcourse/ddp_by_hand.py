@@ -14,22 +14,20 @@ Two ways to keep every rank's model identical, from simplest to fastest:
     model.finish_gradient_synchronization()         # wait, write the averaged gradients back
     optimizer.step()
 
-:class:`CollectiveCounter` counts the collectives a block of code calls, for lessons and tests.
+Timelines and collective counts hook onto it from outside: :mod:`dpcourse.ddp_instrumented`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["average_gradients", "flat_average_gradients", "broadcast_parameters", "BucketedDDP",
-           "Bucket", "CollectiveCounter"]
+__all__ = ["average_gradients", "flat_average_gradients", "broadcast_parameters", "BucketedDDP", "Bucket"]
 
 
 def _world() -> int:
@@ -98,11 +96,33 @@ class Bucket:
     pending: int = 0                   # gradients of this step not ready yet
     work: Any = None                   # the asynchronous all-reduce, once started
     flat: torch.Tensor | None = None   # gradients / world (then their averages), then one 'had a grad' flag each
-    times: dict = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
         return self.numel * self.params[0].element_size()
+
+
+def fill_buckets(named: list[tuple[str, nn.Parameter]], bucket_mb: float | None,
+                 first_bucket_mb: float = 1.0) -> list[Bucket]:
+    """Group ``named`` parameters, in the given order, into buckets of about ``bucket_mb`` MB.
+
+    A bucket closes once it holds at least its cap; the first one's cap is ``first_bucket_mb``, so
+    that communication starts early in backward. A bucket holds one dtype on one device.
+    """
+    cap = float("inf") if bucket_mb is None else bucket_mb * 2**20
+    first_cap = min(cap, first_bucket_mb * 2**20) if bucket_mb is not None else cap
+    buckets: list[Bucket] = []
+    for name, p in named:
+        last = buckets[-1] if buckets else None
+        limit = first_cap if len(buckets) == 1 else cap
+        if (last is not None and last.nbytes < limit and last.params[0].dtype == p.dtype
+                and last.params[0].device == p.device):
+            last.params.append(p)
+            last.names.append(name)
+            last.numel += p.numel()
+        else:
+            buckets.append(Bucket(len(buckets), [p], [name], p.numel()))
+    return buckets
 
 
 class BucketedDDP(nn.Module):
@@ -119,13 +139,15 @@ class BucketedDDP(nn.Module):
     parameter shared by two layers is reduced once; a parameter that got no gradient on some rank
     takes part with zeros, and if no rank produced a gradient for it, its ``.grad`` stays ``None``
     (each value travels with a flag in the same all-reduce, so no extra collective is needed).
-    With ``record_timeline=True`` each synchronised step appends, per bucket, the ``perf_counter``
-    times when it became ``ready``, when its all-reduce ``start``-ed and when it ``end``-ed, to
-    :attr:`timeline`. ``broadcast=False`` skips the initial broadcast (replicas known to be equal).
+    ``broadcast=False`` skips the initial broadcast (replicas known to be equal).
+
+    One step: the hook :meth:`gradient_ready` counts a bucket down; :meth:`bucket_ready` then starts
+    every ready bucket in order (:meth:`start_all_reduce`); :meth:`finish_gradient_synchronization`
+    starts what is left, waits, and :meth:`write_back_averages`.
     """
 
     def __init__(self, module: nn.Module, bucket_mb: float | None = 25.0, *, first_bucket_mb: float = 1.0,
-                 record_timeline: bool = False, broadcast: bool = True):
+                 broadcast: bool = True):
         super().__init__()
         _require_group("BucketedDDP")
         if bucket_mb is not None and (isinstance(bucket_mb, bool) or not isinstance(bucket_mb, (int, float))
@@ -133,37 +155,16 @@ class BucketedDDP(nn.Module):
             raise ValueError(f"bucket_mb must be a size in megabytes (>= 0) or None for one bucket, got {bucket_mb!r}.")
         self.module = module
         self.bucket_mb = bucket_mb
-        self.record_timeline = record_timeline
-        self.timeline: list[list[dict]] = []
         self._sync = True
         self._next = 0  # index of the next bucket to all-reduce
         if broadcast:
             broadcast_parameters(module)
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]  # shared ones appear once
-        self.buckets: list[Bucket] = self._make_buckets(list(reversed(named)), bucket_mb, first_bucket_mb)
-        self._where: dict[int, Bucket] = {id(p): b for b in self.buckets for p in b.params}
-        self._handles = [p.register_post_accumulate_grad_hook(self._on_grad_ready)
+        self.buckets: list[Bucket] = fill_buckets(list(reversed(named)), bucket_mb, first_bucket_mb)
+        self._bucket_of: dict[int, Bucket] = {id(p): b for b in self.buckets for p in b.params}
+        self._handles = [p.register_post_accumulate_grad_hook(self.gradient_ready)
                          for b in self.buckets for p in b.params]
         self._reset()
-
-    @staticmethod
-    def _make_buckets(named: list[tuple[str, nn.Parameter]], bucket_mb: float | None,
-                      first_bucket_mb: float) -> list[Bucket]:
-        cap = float("inf") if bucket_mb is None else bucket_mb * 2**20
-        first_cap = min(cap, first_bucket_mb * 2**20) if bucket_mb is not None else cap
-        buckets: list[Bucket] = []
-        for name, p in named:
-            last = buckets[-1] if buckets else None
-            limit = first_cap if len(buckets) == 1 else cap
-            fits = (last is not None and last.nbytes < limit and last.params[0].dtype == p.dtype
-                    and last.params[0].device == p.device)
-            if fits:
-                last.params.append(p)
-                last.names.append(name)
-                last.numel += p.numel()
-            else:
-                buckets.append(Bucket(len(buckets), [p], [name], p.numel()))
-        return buckets
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
@@ -181,27 +182,32 @@ class BucketedDDP(nn.Module):
     def _reset(self) -> None:
         self._next = 0
         for b in self.buckets:
-            b.pending, b.work, b.times = len(b.params), None, {}
+            b.pending, b.work = len(b.params), None
 
-    def _on_grad_ready(self, p: torch.Tensor) -> None:
+    def gradient_ready(self, p: torch.Tensor) -> None:
+        """The hook, called inside backward once ``p.grad`` is final: count its bucket down."""
         if not self._sync:
             return
-        b = self._where[id(p)]
+        b = self._bucket_of[id(p)]
         if b.work is not None:
             raise RuntimeError("a gradient arrived for a bucket that was already sent: call "
                                "finish_gradient_synchronization() after every backward() (or use no_sync()).")
         b.pending -= 1
         if b.pending == 0:
-            if self.record_timeline:
-                b.times["ready"] = time.perf_counter()
-            self._launch_ready()
+            self.bucket_ready(b)
 
-    def _launch_ready(self) -> None:
+    def bucket_ready(self, b: Bucket) -> None:
+        """Every gradient of ``b`` is in: start it, and the ready buckets after it, in bucket order."""
+        self.start_ready_buckets()
+
+    def start_ready_buckets(self) -> None:
+        """Start buckets from the next unsent one on, up to the first that is not complete."""
         while self._next < len(self.buckets) and self.buckets[self._next].pending <= 0:
-            self._launch(self.buckets[self._next])
+            self.start_all_reduce(self.buckets[self._next])
             self._next += 1
 
-    def _launch(self, b: Bucket) -> None:
+    def start_all_reduce(self, b: Bucket) -> None:
+        """Pack ``b``'s gradients (divided by the world size) and flags; start their asynchronous all-reduce."""
         world = dist.get_world_size()
         if b.flat is None:  # one buffer per bucket, reused every step: gradients / world, then flags
             b.flat = torch.empty(b.numel + len(b.params), dtype=b.params[0].dtype, device=b.params[0].device)
@@ -214,13 +220,7 @@ class BucketedDDP(nn.Module):
                 torch.div(p.grad.reshape(-1), world, out=piece)  # copy and scale in one pass
             b.flat[b.numel + i] = float(p.grad is not None)
             offset += p.numel()
-        if self.record_timeline:
-            b.times.setdefault("ready", time.perf_counter())
-            b.times["start"] = time.perf_counter()
         b.work = dist.all_reduce(b.flat, async_op=True)
-        if self.record_timeline:
-            times = b.times
-            b.work.get_future().then(lambda _fut: times.__setitem__("end", time.perf_counter()))
 
     def finish_gradient_synchronization(self) -> None:
         """Wait for every bucket's all-reduce and write the averaged gradients back.
@@ -232,64 +232,29 @@ class BucketedDDP(nn.Module):
             return
         for b in self.buckets:  # whatever did not fill during backward is sent now, in bucket order
             b.pending = 0
-        self._launch_ready()
-        step: list[dict] = []
+        self.start_ready_buckets()
         for b in self.buckets:
             b.work.wait()
-            assert b.flat is not None
-            n_params = len(b.params)
-            flags, offset = b.flat[-n_params:], 0
-            for p, has_grad in zip(b.params, flags.tolist()):
-                averaged = b.flat[offset:offset + p.numel()].view_as(p)
-                offset += p.numel()
-                if has_grad == 0:  # no rank produced a gradient: leave it as the optimizer expects
-                    continue
-                if p.grad is None:
-                    p.grad = averaged.clone()
-                else:
-                    p.grad.copy_(averaged)
-            if self.record_timeline:
-                step.append({"bucket": b.index, "bytes": b.nbytes, "params": len(b.params), "times": b.times})
-        if self.record_timeline:
-            self.timeline.append([self._settle(entry) for entry in step])
+            self.write_back_averages(b)
         self._reset()
 
     @staticmethod
-    def _settle(entry: dict) -> dict:
-        """The completion callback may run a moment after ``wait()`` returns: give it that moment."""
-        times, deadline = entry.pop("times"), time.perf_counter() + 0.05
-        while "end" not in times and time.perf_counter() < deadline:
-            time.sleep(0.0005)
-        times.setdefault("end", time.perf_counter())
-        return {**entry, **times}
+    def write_back_averages(b: Bucket) -> None:
+        """Copy ``b``'s averaged gradients into ``.grad``; one no rank had stays ``None``."""
+        assert b.flat is not None
+        flags, offset = b.flat[-len(b.params):].tolist(), 0
+        for p, has_grad in zip(b.params, flags):
+            averaged = b.flat[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+            if has_grad == 0:  # no rank produced a gradient: leave it as the optimizer expects
+                continue
+            if p.grad is None:
+                p.grad = averaged.clone()
+            else:
+                p.grad.copy_(averaged)
 
     def remove_hooks(self) -> None:
         """Detach the gradient hooks from the wrapped module (so it can be wrapped again)."""
         for h in self._handles:
             h.remove()
         self._handles = []
-
-
-class CollectiveCounter(contextlib.ContextDecorator):
-    """Count calls of ``torch.distributed.all_reduce`` and ``broadcast`` made inside a ``with`` block.
-
-        with CollectiveCounter() as counts:
-            average_gradients(model)
-        counts["all_reduce"]   # one per parameter
-    """
-
-    NAMES = ("all_reduce", "broadcast")
-
-    def __enter__(self) -> dict[str, int]:
-        self.counts = {name: 0 for name in self.NAMES}
-        self._originals = {name: getattr(dist, name) for name in self.NAMES}
-        for name, original in self._originals.items():
-            def counted(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
-                self.counts[_name] += 1
-                return _original(*args, **kwargs)
-            setattr(dist, name, counted)
-        return self.counts
-
-    def __exit__(self, *exc: Any) -> None:
-        for name, original in self._originals.items():
-            setattr(dist, name, original)
