@@ -220,19 +220,24 @@ assert max(ar_times.values()) > min(ar_times.values())  # bigger messages take l
 # (1 thread, like each worker) and price the all-reduce with the fitted model.
 
 # %%
-def compute_seconds(model_name, batch, steps=5):
-    """Seconds of one forward+backward+SGD step of `model_name` on one thread, median of `steps`."""
-    model = build_model(model_name, seed=0)
+def median_step_seconds(model, batch, steps, before_step=lambda: None):
+    """Median seconds of a forward+backward+SGD step of `model`, after 2 warm-up steps."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(batch, 256), torch.randint(0, 10, (batch,))
     times = []
     for i in range(steps + 2):
+        before_step()
         start = time.perf_counter()
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
         times.append(time.perf_counter() - start)
     return statistics.median(times[2:])
+
+
+def compute_seconds(model_name, batch, steps=5):
+    """Seconds of one step of `model_name` on one thread, median of `steps`."""
+    return median_step_seconds(build_model(model_name, seed=0), batch, steps)
 
 
 threads = torch.get_num_threads()
@@ -534,17 +539,7 @@ plt.show()
 def ddp_steps(model_name, batch, bucket_mb, steps):
     import torch.distributed as dist
     net = torch.nn.parallel.DistributedDataParallel(build_model(model_name, seed=0), bucket_cap_mb=bucket_mb)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01)
-    x, y = torch.randn(batch, 256), torch.randint(0, 10, (batch,))
-    times = []
-    for i in range(steps + 2):
-        dist.barrier()
-        start = time.perf_counter()
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[2:])
+    return median_step_seconds(net, batch, steps, before_step=dist.barrier)  # both ranks start each step together
 
 
 BUCKETS_MB = [0.05, 0.5, 2, 25]

@@ -34,7 +34,6 @@ from torch import nn
 from torch.distributed.fsdp import fully_shard
 
 import dpcourse
-from dpcourse.allreduce import ring_all_reduce
 from dpcourse.commlog import CollectiveLog, predict_seconds, step_traffic, wire_bytes
 from dpcourse.data import shard, synthetic_classification
 from dpcourse.ddp_by_hand import BucketedDDP
@@ -42,6 +41,7 @@ from dpcourse.memory import (STAGES, SavedActivations, gradient_bytes, parameter
                              state_bytes, zero_bytes_per_rank)
 from dpcourse.models import WideMLP, count_parameters
 from dpcourse.plots import plot_bars, plot_lines
+from dpcourse.plots.collectives import trace_ring_steps
 from dpcourse.plots.zero import plot_memory, plot_step_timeline
 from dpcourse.zero import ZeroOptimizer
 
@@ -167,9 +167,8 @@ def halfway():
     r, n = dist.get_rank(), dist.get_world_size()
     t = torch.arange(8.0) + 100 * r
     total = sum(torch.arange(8.0) + 100 * k for k in range(n))
-    trace = []
-    ring_all_reduce(t, trace=trace)
-    after_reduce_scatter = trace[n - 1][2]            # the snapshot after the last reduce-scatter step
+    trace = trace_ring_steps(t)                       # the ring, with a snapshot after every step
+    after_reduce_scatter = torch.tensor(trace[n - 1][2])  # the snapshot after the last reduce-scatter step
     done = [c for c, (a, b) in enumerate([(2 * i, 2 * i + 2) for i in range(n)])
             if torch.equal(after_reduce_scatter[a:b], total[a:b])]
     mine = torch.empty(2)
@@ -217,10 +216,10 @@ def groups(model):
     return [{"params": [p for n, p in model.named_parameters() if n.endswith("weight")]},
             {"params": [p for n, p in model.named_parameters() if n.endswith("bias")], "weight_decay": 0.0}]
 
-def train_small(zero=True, steps=4):
+def train_small(zero=True, steps=4, **options):
     model = small_model()
     make = ZeroOptimizer if zero else (lambda params, cls, **kw: cls(params, **kw))
-    opt = make(groups(model), torch.optim.AdamW, lr=0.01, weight_decay=0.1)
+    opt = make(groups(model), torch.optim.AdamW, lr=0.01, weight_decay=0.1, **options)
     r, w = (dpcourse.rank(), dpcourse.world_size()) if zero else (0, 1)
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):
@@ -266,17 +265,8 @@ def same_as_torch():
     dist.reduce_scatter_single(theirs, x)
     return (ours - theirs).abs().max().item()
 
-def train_small_on_the_ring(steps=4):
-    model = small_model()
-    opt = ZeroOptimizer(groups(model), torch.optim.AdamW, reduce_scatter=ring_reduce_scatter, lr=0.01, weight_decay=0.1)
-    r, w = dpcourse.rank(), dpcourse.world_size()
-    g = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        x, y = torch.randn(24, 20, generator=g, dtype=torch.float64), torch.randint(0, 7, (24,), generator=g)
-        nn.functional.cross_entropy(model(shard(x, r, w)), shard(y, r, w)).backward()
-        opt.step()
-        opt.zero_grad()
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
+def train_small_on_the_ring():
+    return train_small(reduce_scatter=ring_reduce_scatter)  # the same run, on the ring just written
 
 for world in (2, 4):
     agree = max(dpcourse.launch(same_as_torch, world)) < 1e-12

@@ -288,16 +288,22 @@ def table(results: dict, baseline: str = "fp32 (no hook)") -> None:
         print(f"{label:34s} {r['bytes']:15,.0f} {base / r['bytes']:14.1f}x {final:10.3f} {r['accuracy']:8.1%}")
 
 
-casting = dpcourse.launch(train, WORLD, {
+def compare(settings: dict, title: str, earlier: dict | None = None) -> dict:
+    """Train every setting in one launch (on an ideal link that counts bytes), print the table, plot the losses."""
+    results = (earlier or {}) | dpcourse.launch(train, WORLD, settings, network="ideal", timeout=300)[0]
+    table(results)
+    plot_losses(results, title)
+    plt.show()
+    return results
+
+
+casting = compare({
     "fp32 (no hook)": ("none", True, 1.0),
     "bf16": ("bf16", True, 1.0),
     "fp16": ("fp16", True, 1.0),
     "fp32, loss x 1e-6": ("none", True, 1e-6),
     "fp16, loss x 1e-6": ("fp16", True, 1e-6),
-}, network="ideal", timeout=300)[0]
-table(casting)
-plot_losses(casting, f"casting the gradients, {WORLD} ranks (lines that coincide hide each other)")
-plt.show()
+}, f"casting the gradients, {WORLD} ranks (lines that coincide hide each other)")
 
 # %%
 fp16_tiny, fp32_tiny = np.mean(casting["fp16, loss x 1e-6"]["losses"][-10:]), np.mean(casting["fp32, loss x 1e-6"]["losses"][-10:])
@@ -356,15 +362,12 @@ for r in (1, 2, 4):
 
 # %%
 FP32 = {"fp32 (no hook)": casting["fp32 (no hook)"]}   # the same run as above: training is deterministic
-lowrank = FP32 | dpcourse.launch(train, WORLD, {
+lowrank = compare({
     "PowerSGD rank 1": ("powersgd-1", True, 1.0),
     "PowerSGD rank 2": ("powersgd-2", True, 1.0),
     "PowerSGD rank 4": ("powersgd-4", True, 1.0),
     "PowerSGD rank 1, no error feedback": ("powersgd-1", False, 1.0),
-}, network="ideal", timeout=300)[0]
-table(lowrank)
-plot_losses(lowrank, f"PowerSGD, {WORLD} ranks")
-plt.show()
+}, f"PowerSGD, {WORLD} ranks", earlier=FP32)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -428,13 +431,10 @@ for r, (idx, wrong, right) in enumerate(dpcourse.launch(sum_with_all_reduce_vs_a
 show(compression.topk_hook)
 
 # %%
-sparse = FP32 | dpcourse.launch(train, WORLD, {
+sparse = compare({
     "top-1%": ("topk-0.01", True, 1.0),
     "top-1%, no error feedback": ("topk-0.01", False, 1.0),
-}, network="ideal", timeout=300)[0]
-table(sparse)
-plot_losses(sparse, f"top-k with error feedback, {WORLD} ranks")
-plt.show()
+}, f"top-k with error feedback, {WORLD} ranks", earlier=FP32)
 for n in (2, 8, 64):
     print(f"{n:2d} ranks: top-1% sends {compression.topk_bytes(N_PARAMS, 0.01, n) / compression.allreduce_bytes(N_PARAMS, n):.0%} "
           "of what the fp32 all-reduce sends per rank")
@@ -465,13 +465,8 @@ def step_times(timed: int = 4, warmup: int = 3) -> dict:
     for step in range(warmup + timed):
         x, y = batch(step)
         for label, (ddp, opt, times) in runs.items():
-            dist.barrier()
-            start = time.perf_counter()
-            opt.zero_grad()
-            with compression.sent_bytes() as sent:
-                nn.functional.cross_entropy(ddp(x), y).backward()
-            opt.step()
-            times.append(time.perf_counter() - start)
+            seconds, sent = compression.timed_step(ddp, opt, x, y)  # a barrier, then one step
+            times.append(seconds)
             per_call = {"allreduce": 2 * (WORLD - 1), "allgather": WORLD - 1}
             traffic[label] = (sent.total, sum(per_call.get(op, 1) * n for op, n in sent.calls.items()))
     return {label: {"s": float(np.median(times[warmup:])), "bytes": traffic[label][0], "messages": traffic[label][1]}

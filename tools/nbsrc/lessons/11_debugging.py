@@ -52,6 +52,20 @@ print(f"torch {torch.__version__}; {WORLD} ranks on gloo, {CONFIG['batch_size']}
       f"{STEPS} steps; CPU cores: {os.cpu_count()}")
 
 
+def rank_batches(config, n):
+    """``(step, indices)`` of this rank's batches: a DistributedSampler, reshuffled every epoch
+    (``set_epoch``). Section 4's bugs live in this loop, so there it is written out."""
+    sampler = DistributedSampler(range(n), num_replicas=dist.get_world_size(), rank=dist.get_rank(),
+                                 seed=config["seed"])
+    step = 0
+    for epoch in range(config["epochs"]):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        for start in range(0, len(order), config["batch_size"]):
+            yield step, order[start:start + config["batch_size"]]
+            step += 1
+
+
 def params_of(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -95,27 +109,20 @@ def symptom(fn, *args, timeout=4, **kw):
 
 # %%
 def train_log_barrier(config, every=3):
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank = dist.get_rank()
     x, y = make_data(config)
     model = make_model(config)
     broadcast_parameters(model)                      # collectives #0-#5: one per parameter
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
-    sampler = DistributedSampler(range(len(y)), num_replicas=world, rank=rank, seed=config["seed"])
-    step = 0
-    for epoch in range(config["epochs"]):
-        sampler.set_epoch(epoch)
-        order = list(sampler)
-        for start in range(0, len(order), config["batch_size"]):
-            idx = order[start:start + config["batch_size"]]
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            loss.backward()
-            average_gradients(list(model.parameters()))  # one all-reduce per step
-            opt.step()
-            if rank == 0 and (step + 1) % every == 0:    # THE BUG: a collective on one rank only
-                print(f"step {step}: loss {loss.item():.4f}")
-                dist.barrier()
-            step += 1
+    for step, idx in rank_batches(config, len(y)):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        average_gradients(list(model.parameters()))  # one all-reduce per step
+        opt.step()
+        if rank == 0 and (step + 1) % every == 0:    # THE BUG: a collective on one rank only
+            print(f"step {step}: loss {loss.item():.4f}")
+            dist.barrier()
     return params_of(model)
 
 
@@ -231,28 +238,21 @@ else:
 
 # %%
 def train_log_fixed(config, every=3):
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank = dist.get_rank()
     x, y = make_data(config)
     model = make_model(config)
     broadcast_parameters(model)
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
-    sampler = DistributedSampler(range(len(y)), num_replicas=world, rank=rank, seed=config["seed"])
-    step = 0
-    for epoch in range(config["epochs"]):
-        sampler.set_epoch(epoch)
-        order = list(sampler)
-        for start in range(0, len(order), config["batch_size"]):
-            idx = order[start:start + config["batch_size"]]
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            loss.backward()
-            average_gradients(list(model.parameters()))
-            opt.step()
-            if (step + 1) % every == 0:
-                if rank == 0:                            # one rank prints ...
-                    print(f"step {step}: loss {loss.item():.4f}")
-                dist.barrier()                           # ... every rank meets (or drop the barrier)
-            step += 1
+    for step, idx in rank_batches(config, len(y)):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        average_gradients(list(model.parameters()))
+        opt.step()
+        if (step + 1) % every == 0:
+            if rank == 0:                            # one rank prints ...
+                print(f"step {step}: loss {loss.item():.4f}")
+            dist.barrier()                           # ... every rank meets (or drop the barrier)
     return params_of(model)
 
 
@@ -271,33 +271,31 @@ assert hang_fix_diff < 1e-9 and max_diff(fixed[0], fixed[1]) == 0
 # *before* the unfreeze — so from step 3 on, each rank updates layer 0 with its own gradient only.
 
 # %%
-def train_unfreeze(config, layer=0, unfreeze_at=3, every=1):
-    rank, world = dist.get_rank(), dist.get_world_size()
-    x, y = make_data(config)
+def with_frozen_layer(config, layer):
+    """The model, the same on every rank, with layer `layer` frozen; and that layer's parameters."""
     model = make_model(config)
     broadcast_parameters(model)
     frozen = list(model[layer].parameters())
     for p in frozen:
         p.requires_grad_(False)
+    return model, frozen
+
+
+def train_unfreeze(config, layer=0, unfreeze_at=3, every=1):
+    x, y = make_data(config)
+    model, frozen = with_frozen_layer(config, layer)
     averaged = [p for p in model.parameters() if p.requires_grad]   # THE BUG: built once, before the unfreeze
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
     detector = debugging.DivergenceDetector(model, every=every)     # THE TOOL
-    sampler = DistributedSampler(range(len(y)), num_replicas=world, rank=rank, seed=config["seed"])
-    step = 0
-    for epoch in range(config["epochs"]):
-        sampler.set_epoch(epoch)
-        order = list(sampler)
-        for start in range(0, len(order), config["batch_size"]):
-            idx = order[start:start + config["batch_size"]]
-            if step == unfreeze_at:
-                for p in frozen:
-                    p.requires_grad_(True)
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            average_gradients(averaged)
-            opt.step()
-            detector.check(step)                                    # on every rank: it is a collective
-            step += 1
+    for step, idx in rank_batches(config, len(y)):
+        if step == unfreeze_at:
+            for p in frozen:
+                p.requires_grad_(True)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        average_gradients(averaged)
+        opt.step()
+        detector.check(step)                                    # on every rank: it is a collective
     return {"params": params_of(model), "divergence": detector.divergence}
 
 
@@ -332,31 +330,19 @@ assert drifted[0]["divergence"].step == 3 and drifted[0]["divergence"].parameter
 
 # %%
 def train_unfreeze_fixed(config, layer=0, unfreeze_at=3):
-    rank, world = dist.get_rank(), dist.get_world_size()
     x, y = make_data(config)
-    model = make_model(config)
-    broadcast_parameters(model)
-    frozen = list(model[layer].parameters())
-    for p in frozen:
-        p.requires_grad_(False)
+    model, frozen = with_frozen_layer(config, layer)
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
     detector = debugging.DivergenceDetector(model, every=1, stop=True)  # stop at once if they split
-    sampler = DistributedSampler(range(len(y)), num_replicas=world, rank=rank, seed=config["seed"])
-    step = 0
-    for epoch in range(config["epochs"]):
-        sampler.set_epoch(epoch)
-        order = list(sampler)
-        for start in range(0, len(order), config["batch_size"]):
-            idx = order[start:start + config["batch_size"]]
-            if step == unfreeze_at:
-                for p in frozen:
-                    p.requires_grad_(True)
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            average_gradients([p for p in model.parameters() if p.requires_grad])  # every step, every layer
-            opt.step()
-            detector.check(step)
-            step += 1
+    for step, idx in rank_batches(config, len(y)):
+        if step == unfreeze_at:
+            for p in frozen:
+                p.requires_grad_(True)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        average_gradients([p for p in model.parameters() if p.requires_grad])  # every step, every layer
+        opt.step()
+        detector.check(step)
     return params_of(model)
 
 
@@ -377,27 +363,20 @@ assert diverge_fix_diff < 1e-9
 
 # %%
 def train_avg_twice(config):
-    rank, world = dist.get_rank(), dist.get_world_size()
+    world = dist.get_world_size()
     x, y = make_data(config)
     model = make_model(config)
     broadcast_parameters(model)
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
     detector = debugging.DivergenceDetector(model, every=1)
-    sampler = DistributedSampler(range(len(y)), num_replicas=world, rank=rank, seed=config["seed"])
-    step = 0
-    for epoch in range(config["epochs"]):
-        sampler.set_epoch(epoch)
-        order = list(sampler)
-        for start in range(0, len(order), config["batch_size"]):
-            idx = order[start:start + config["batch_size"]]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            for p in model.parameters():
-                dist.all_reduce(p.grad, op=dist.ReduceOp.AVG)   # averaged ...
-                p.grad /= world                                  # ... THE BUG: and divided again
-            opt.step()
-            detector.check(step)
-            step += 1
+    for step, idx in rank_batches(config, len(y)):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        for p in model.parameters():
+            dist.all_reduce(p.grad, op=dist.ReduceOp.AVG)   # averaged ...
+            p.grad /= world                                  # ... THE BUG: and divided again
+        opt.step()
+        detector.check(step)
     return {"params": params_of(model), "divergence": detector.divergence}
 
 
