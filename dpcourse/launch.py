@@ -18,15 +18,12 @@ fresh and ``fn`` travels pickled by value (cloudpickle) instead.
 
 from __future__ import annotations
 
-import ctypes
 import datetime
 import io
 import os
 import pickle
-import selectors
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -36,9 +33,10 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from dpcourse import processes
+
 __all__ = ["launch", "LaunchError", "WorkerError", "LaunchTimeout", "rank", "world_size", "device"]
 
-_HEADER = struct.Struct("!cQ")  # kind (b"r" result, b"e" error), payload length
 _DEVICE: str = "cpu"
 _LOCK = threading.Lock()  # one launch at a time per process: forking while another thread forks is unsafe
 
@@ -96,7 +94,10 @@ class _Worker:
     out_fd: int
     err_fd: int
     result_fd: int
-    ack_fd: int
+    # Our end of the pipe to the worker's watchdog thread, which serves two requests: each b"s" we
+    # write asks it to print where the worker is stuck (on a timeout), and closing the pipe releases
+    # the worker to exit. One pipe carries both because its end-of-file also comes if we die.
+    watchdog_fd: int
     proc: subprocess.Popen | None = None
     result: bytearray = field(default_factory=bytearray)  # grows in place: a bytes += would copy it all each time
     done: bool = False
@@ -187,7 +188,7 @@ def launch(
                           "use start_method='auto' (or 'spawn').")
     use_spawn = start_method == "spawn" or (start_method == "auto" and torch.cuda.is_initialized())
     if not use_spawn:
-        _preload()
+        processes.preload_torch()
     start = _start_spawned if use_spawn else _start_forked
     with _LOCK:
         # The ranks meet through a file in a fresh temporary folder: no port to choose, so launches
@@ -198,7 +199,7 @@ def launch(
         workers: list[_Worker] = []
         try:
             for r in range(world_size):
-                inherited = [fd for w in workers for fd in (w.out_fd, w.err_fd, w.result_fd, w.ack_fd)]
+                inherited = [fd for w in workers for fd in (w.out_fd, w.err_fd, w.result_fd, w.watchdog_fd)]
                 workers.append(start(fn, args, r, config, inherited))
             return _supervise(workers, timeout)
         finally:
@@ -206,40 +207,18 @@ def launch(
             shutil.rmtree(rendezvous, ignore_errors=True)
 
 
-_PRELOADED = False
-
-
-def _preload() -> None:
-    """Import once, here, what DDP's constructor imports lazily (``torch._dynamo``: seconds of work).
-    Forked workers inherit it; otherwise every worker of every DDP launch would import it again."""
-    global _PRELOADED
-    if not _PRELOADED:
-        _PRELOADED = True
-        try:
-            import torch._dynamo  # noqa: F401
-            import torch.distributed.tensor.parallel.ddp  # noqa: F401
-        except Exception:  # a torch build without them simply pays later, in the workers
-            pass
 
 
 def _start_forked(fn: Callable, args: tuple, r: int, config: dict, inherited: list[int]) -> _Worker:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     res_r, res_w = os.pipe()
-    ack_r, ack_w = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # child: never returns
-        try:
-            for fd in (out_r, err_r, res_r, ack_w, *inherited):  # other ranks' pipes are not ours
-                os.close(fd)
-            _worker_main(fn, args, r, config, out_w, err_w, res_w, ack_r)
-        finally:
-            os._exit(70)
-    for fd in (out_w, err_w, res_w, ack_r):
+    dog_r, dog_w = os.pipe()
+    pid = processes.fork(lambda: _worker_main(fn, args, r, config, out_w, err_w, res_w, dog_r),
+               close=(out_r, err_r, res_r, dog_w, *inherited))  # other ranks' pipes are not ours
+    for fd in (out_w, err_w, res_w, dog_r):
         os.close(fd)
-    return _Worker(r, pid, out_r, err_r, res_r, ack_w)
+    return _Worker(r, pid, out_r, err_r, res_r, dog_w)
 
 
 def _start_spawned(fn: Callable, args: tuple, r: int, config: dict, inherited: list[int]) -> _Worker:
@@ -254,67 +233,55 @@ def _start_spawned(fn: Callable, args: tuple, r: int, config: dict, inherited: l
         raise LaunchError(f"could not send fn and its arguments to fresh workers ({exc}); "
                           "restart the kernel and launch before using CUDA in this notebook.") from None
     res_r, res_w = os.pipe()
-    ack_r, ack_w = os.pipe()
-    code = "import sys; from dpcourse.launch import _spawned_main; _spawned_main(int(sys.argv[1]), int(sys.argv[2]))"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(res_w), str(ack_r)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        pass_fds=(res_w, ack_r), start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    dog_r, dog_w = os.pipe()
+    proc = processes.spawn(_spawned_main, res_w, dog_r, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     os.close(res_w)
-    os.close(ack_r)
+    os.close(dog_r)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     proc.stdin.write(payload)
     proc.stdin.close()
-    return _Worker(r, proc.pid, os.dup(proc.stdout.fileno()), os.dup(proc.stderr.fileno()), res_r, ack_w, proc=proc)
+    return _Worker(r, proc.pid, os.dup(proc.stdout.fileno()), os.dup(proc.stderr.fileno()), res_r, dog_w, proc=proc)
 
 
 def _supervise(workers: list[_Worker], timeout: float) -> list[Any]:
-    sel = selectors.DefaultSelector()
+    pipes = processes.Pipes()
     for w in workers:
         for fd, kind in ((w.out_fd, "out"), (w.err_fd, "err"), (w.result_fd, "res")):
-            os.set_blocking(fd, False)
-            sel.register(fd, selectors.EVENT_READ, (w, kind))
+            pipes.add(fd, (w, kind))
     deadline = time.monotonic() + timeout
-    open_fds = 3 * len(workers)
     try:
         while any(not w.done for w in workers):
             left = deadline - time.monotonic()
             if left <= 0:
-                _raise_timeout(workers, sel, timeout)
-            for key, _ in sel.select(timeout=min(left, 0.2)):
-                w, kind = key.data
-                try:
-                    chunk = os.read(key.fd, 1 << 16)
-                except BlockingIOError:
-                    continue
-                if chunk:
-                    if kind != "res":
-                        _emit(w, kind, chunk)
-                        continue
-                    w.result += chunk
-                    if not _framed(w.result):
-                        continue
-                    # the whole answer is in: do not wait for end-of-file, which never comes while
-                    # a process the worker started (and that inherited the pipe) lives on
-                sel.unregister(key.fd)
-                open_fds -= 1
-                if kind == "res":
+                _raise_timeout(workers, pipes, timeout)
+            for (w, kind), chunk in pipes.read(min(left, 0.2)):
+                _take((w, kind), chunk)
+                if kind == "res" and (not chunk or processes.unframe(w.result) is not None):
+                    pipes.remove(w.result_fd)  # the whole answer (or end-of-file): no waiting for more
                     w.done = True
-                    _check_result(w, workers)
-                else:
-                    _emit(w, kind, b"", final=True)
+                    _raise_if_failed(w, workers)
             for w in workers:  # a worker that died without closing its pipes cleanly
-                if not w.done and _exited(w):
-                    _drain(w, sel)
+                if not w.done and processes.has_exited(w.pid):
+                    _kill_and_reap([w])
+                    pipes.drain(0.3, _take, fds=(w.out_fd, w.err_fd, w.result_fd))
                     w.done = True
-                    _check_result(w, workers)
+                    _raise_if_failed(w, workers)
         for w in workers:  # everyone has answered: let them go, and pick up their last output
             _release(w)
-        _drain_all(workers, sel, 0.5)
+        pipes.drain(0.5, _take)
         return [_decode(w)[1] for w in workers]
     finally:
-        sel.close()
+        pipes.close()
+
+
+def _take(tag: tuple[_Worker, str], chunk: bytes) -> None:
+    """Keep a piece of a worker's result, or print a piece of its output (empty: the pipe ended)."""
+    w, kind = tag
+    if kind == "res":
+        w.result += chunk
+    else:
+        _emit(w, kind, chunk, final=not chunk)
 
 
 def _emit(w: _Worker, kind: str, chunk: bytes, final: bool = False) -> None:
@@ -330,135 +297,42 @@ def _emit(w: _Worker, kind: str, chunk: bytes, final: bool = False) -> None:
         stream.flush()
 
 
-def _exited(w: _Worker) -> bool:
-    """Whether the worker has exited; if so, kill what it left running in its group, and reap it."""
-    if w.exit_status is not None:
-        return True
-    try:
-        if os.waitid(os.P_PID, w.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-            return False
-        # Not reaped yet, so its pid (its group's id) cannot be reused: anything the worker started
-        # and left behind in its group (a background process, a forked child) goes with it.
-        os.killpg(w.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    except ChildProcessError:
-        w.exit_status = 0
-        return True
-    try:
-        _, status = os.waitpid(w.pid, 0)
-    except ChildProcessError:
-        w.exit_status = 0
-        return True
-    w.exit_status = status
-    if w.proc is not None:
-        w.proc.returncode = os.waitstatus_to_exitcode(status)
-    return True
-
-
-def _drain(w: _Worker, sel: selectors.BaseSelector, seconds: float = 0.3) -> None:
-    """Read what a finished worker left in its pipes."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        fds = [w.out_fd, w.err_fd, w.result_fd]
-        live = [k for k in sel.get_map().values() if k.fd in fds]
-        if not live:
-            return
-        for key, _ in sel.select(timeout=0.05):
-            ww, kind = key.data
-            if ww is not w:
-                continue
-            try:
-                chunk = os.read(key.fd, 1 << 16)
-            except BlockingIOError:
-                continue
-            if chunk:
-                if kind == "res":
-                    w.result += chunk
-                else:
-                    _emit(w, kind, chunk)
-            else:
-                sel.unregister(key.fd)
-                if kind != "res":
-                    _emit(w, kind, b"", final=True)
-
-
-def _drain_all(workers: list[_Worker], sel: selectors.BaseSelector, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while sel.get_map() and time.monotonic() < end:
-        for key, _ in sel.select(timeout=0.05):
-            w, kind = key.data
-            try:
-                chunk = os.read(key.fd, 1 << 16)
-            except BlockingIOError:
-                continue
-            if chunk:
-                if kind != "res":
-                    _emit(w, kind, chunk)
-            else:
-                sel.unregister(key.fd)
-                if kind != "res":
-                    _emit(w, kind, b"", final=True)
-
-
-def _framed(data: bytes | bytearray) -> bool:
-    """Whether ``data`` holds a whole answer: header and body."""
-    return len(data) >= _HEADER.size and len(data) >= _HEADER.size + _HEADER.unpack_from(data)[1]
-
-
 def _decode(w: _Worker) -> tuple[str, Any]:
-    if len(w.result) < _HEADER.size:
+    body = processes.unframe(w.result)
+    if not body:  # nothing whole came back: the worker died first
         return "died", None
-    kind, n = _HEADER.unpack_from(w.result)
-    body = memoryview(w.result)[_HEADER.size:_HEADER.size + n]
-    if len(body) < n:
-        return "died", None
-    if kind == b"e":
-        return "error", pickle.loads(body)
-    return "ok", pickle.loads(body)
+    return ("error" if body[:1] == b"e" else "ok"), pickle.loads(body[1:])
 
 
-def _check_result(w: _Worker, workers: list[_Worker]) -> None:
+def _raise_if_failed(w: _Worker, workers: list[_Worker]) -> None:
+    """Return if ``w`` sent back a result; otherwise stop every worker and raise what ``w`` raised, or how it died."""
     status, value = _decode(w)
     if status == "ok":
         return
-    _kill_all(workers)
     if status == "error":
+        _kill_all(workers)
         exc_type, message, tb = value
         first = message.strip().splitlines()[0] if message.strip() else ""
         text = f"rank {w.rank} raised {exc_type}: {first}"
         if tb:
             text += f"\n\n--- traceback of rank {w.rank} ---\n{tb.rstrip()}"
         raise WorkerError(text, w.rank, tb) from None
-    end = time.monotonic() + 2.0
-    while not _exited(w) and time.monotonic() < end:
+    end = time.monotonic() + 2.0  # its pipe closed as it died: give it a moment to finish dying
+    while not processes.has_exited(w.pid) and time.monotonic() < end:
         time.sleep(0.01)
-    how = _describe_exit(w.exit_status)
+    _kill_all(workers)
+    how = processes.describe_exit(w.exit_status)
     raise LaunchError(f"rank {w.rank} died without returning ({how}); the other ranks were stopped.") from None
 
 
-def _describe_exit(status: int | None) -> str:
-    if status is None:
-        return "no exit status"
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " - often out of memory" if -code == signal.SIGKILL else ""
-        return f"killed by {name}{hint}"
-    return f"exit code {code}"
-
-
-def _raise_timeout(workers: list[_Worker], sel: selectors.BaseSelector, timeout: float) -> None:
+def _raise_timeout(workers: list[_Worker], pipes: processes.Pipes, timeout: float) -> None:
     running = [w for w in workers if not w.done]
     for w in running:  # ask each hung worker where it is stuck: its watchdog prints the stack
         try:
-            os.write(w.ack_fd, b"s")
+            os.write(w.watchdog_fd, b"s")
         except OSError:
             pass
-    _drain_all(running, sel, 0.5)
+    pipes.drain(0.5, _take)
     _kill_all(workers)
     ranks = [w.rank for w in running]
     raise LaunchTimeout(
@@ -470,41 +344,36 @@ def _raise_timeout(workers: list[_Worker], sel: selectors.BaseSelector, timeout:
 
 
 def _release(w: _Worker) -> None:
+    """Let the worker exit: its watchdog sees the pipe close."""
     try:
-        os.close(w.ack_fd)
+        os.close(w.watchdog_fd)
     except OSError:
         pass
-    w.ack_fd = -1
+    w.watchdog_fd = -1
+
+
+def _kill_and_reap(workers: list[_Worker]) -> None:
+    """Kill the workers with everything they started (a background process, a forked child); reap them."""
+    live = [w for w in workers if w.exit_status is None]
+    for w, status in zip(live, processes.kill_and_reap([w.pid for w in live])):
+        w.exit_status = 0 if status is None else status
+        if w.proc is not None:  # reaped here: tell Popen, so that it never waits for it again
+            w.proc.returncode = os.waitstatus_to_exitcode(w.exit_status)
 
 
 def _kill_all(workers: list[_Worker]) -> None:
-    """Stop every worker and everything it started, and reap them. Safe to call twice."""
+    """Stop every worker and everything it started, reap them, close their pipes. Safe to call twice."""
     end = time.monotonic() + 1.0
     for w in workers:  # released workers exit on their own within moments
-        while w.exit_status is None and w.ack_fd == -1 and time.monotonic() < end:
-            if not _exited(w):
-                time.sleep(0.005)
+        while w.watchdog_fd == -1 and not processes.has_exited(w.pid) and time.monotonic() < end:
+            time.sleep(0.005)
+    _kill_and_reap(workers)
     for w in workers:
-        if w.exit_status is None:
-            try:
-                os.killpg(w.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                os.kill(w.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                _, status = os.waitpid(w.pid, 0)
-                w.exit_status = status
-            except ChildProcessError:
-                w.exit_status = 0
         if w.proc is not None:
-            w.proc.returncode = w.proc.returncode if w.proc.returncode is not None else -9
             for stream in (w.proc.stdout, w.proc.stderr):
                 if stream:
                     stream.close()
-        for attr in ("out_fd", "err_fd", "result_fd", "ack_fd"):
+        for attr in ("out_fd", "err_fd", "result_fd", "watchdog_fd"):
             fd = getattr(w, attr)
             if fd >= 0:
                 try:
@@ -516,29 +385,17 @@ def _kill_all(workers: list[_Worker]) -> None:
 
 # --------------------------------------------------------------------------- the worker side
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent dies, so no worker outlives the kernel."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _send(res_fd: int, kind: bytes, body: bytes) -> None:
-    view = memoryview(_HEADER.pack(kind, len(body)) + body)
-    while view:
-        view = view[os.write(res_fd, view):]
+    processes.write_frame(res_fd, kind, body)  # kind: b"r" a result, b"e" an error
     os.close(res_fd)
 
-
-def _run(fn: Callable, args: tuple, r: int, config: dict, res_fd: int, ack_fd: int) -> None:
+def _run(fn: Callable, args: tuple, r: int, config: dict, res_fd: int, watchdog_fd: int) -> None:
     global _DEVICE
     os.environ.update(config["env"])
     os.environ.update(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(config["world_size"]),
                       LOCAL_WORLD_SIZE=str(config["world_size"]),
                       OMP_NUM_THREADS=str(config["threads"]))
-    released = _start_watchdog(ack_fd)
+    released = _start_watchdog(watchdog_fd)
     import torch
     import torch.distributed as dist
 
@@ -635,14 +492,14 @@ def _short_paths(obj: Any) -> Any:
     return stack
 
 
-def _start_watchdog(ack_fd: int) -> threading.Event:
+def _start_watchdog(watchdog_fd: int) -> threading.Event:
     """A thread that prints the main thread's stack when the parent asks (on a hang), and sets
     the returned event when the parent lets this worker go (closes the pipe)."""
     released = threading.Event()
     main = threading.main_thread().ident
 
     def watch() -> None:
-        while os.read(ack_fd, 1) == b"s":
+        while os.read(watchdog_fd, 1) == b"s":
             frame = sys._current_frames().get(main)
             stack = traceback.extract_stack(frame) if frame is not None else []
             inside = [i for i, f in enumerate(stack) if f.name == "_run" and f.filename == __file__]
@@ -667,13 +524,13 @@ def _redirect(out_fd: int, err_fd: int) -> None:
 
 
 def _worker_main(fn: Callable, args: tuple, r: int, config: dict, out_fd: int, err_fd: int,
-                 res_fd: int, ack_fd: int) -> None:
+                 res_fd: int, watchdog_fd: int) -> None:
     os.setpgid(0, 0)  # our own process group: the parent can kill us and anything we start
-    _die_with_parent()
+    processes.die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     _redirect(out_fd, err_fd)
     try:
-        _run(fn, args, r, config, res_fd, ack_fd)
+        _run(fn, args, r, config, res_fd, watchdog_fd)
     finally:
         try:
             sys.stdout.flush()
@@ -682,15 +539,15 @@ def _worker_main(fn: Callable, args: tuple, r: int, config: dict, out_fd: int, e
             os._exit(0)
 
 
-def _spawned_main(res_fd: int, ack_fd: int) -> None:
+def _spawned_main(res_fd: int, watchdog_fd: int) -> None:
     """Entry point of a worker started fresh (used once CUDA is initialised in the parent)."""
-    _die_with_parent()
+    processes.die_with_parent()
     fn, args, r, config = pickle.loads(sys.stdin.buffer.read())
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
     sys.__stderr__ = sys.stderr
     try:
-        _run(fn, args, r, config, res_fd, ack_fd)
+        _run(fn, args, r, config, res_fd, watchdog_fd)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -6,20 +6,25 @@ grandchild re-parents here and shows up among our children instead of escaping t
 
 from __future__ import annotations
 
-import os
+import psutil
 
-from dpcourse.grading.sandbox import _processes, become_subreaper
+from dpcourse.processes import become_subreaper
 
 become_subreaper()
 
 
 def children(pid: int | None = None) -> set[int]:
     """PIDs of live (non-zombie) processes whose parent is ``pid`` (default: this process)."""
-    pid = os.getpid() if pid is None else pid
-    return {p for p, (parent, _, state) in _processes().items() if parent == pid and state != "Z"}
+    try:
+        kids = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return set()
+    return {p.pid for p in kids if alive(p.pid)}
 
 
 def alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
-    entry = _processes().get(pid)
-    return entry is not None and entry[2] != "Z"
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -240,6 +240,12 @@ RelayGroup: Any = None
 _CHANNEL: list = []
 
 
+def define_group_class() -> None:
+    """Define :class:`RelayGroup` now: the harness does it before it forks, so no rank pays for it."""
+    global RelayGroup
+    RelayGroup = RelayGroup or _make_group_class()
+
+
 def mark(label: str) -> None:
     """Tell the harness this rank reached ``label`` (the suite's worker marks steps; see ``Router.mark``)."""
     if _CHANNEL:
@@ -253,12 +259,11 @@ class _NoStore:
 
 def install(sock: socket.socket, rank: int, world_size: int) -> None:
     """Make the relay this process's default group (and the creator of every ``new_group``)."""
-    global RelayGroup
     import datetime
 
     import torch.distributed as dist
 
-    RelayGroup = RelayGroup or _make_group_class()
+    define_group_class()
     channel = _Channel(sock)
     _CHANNEL.append(channel)
 

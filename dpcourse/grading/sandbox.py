@@ -16,7 +16,6 @@ sends can execute code in the grader.
 from __future__ import annotations
 
 import base64
-import ctypes
 import json
 import os
 import resource
@@ -24,7 +23,6 @@ import selectors
 import shutil
 import signal
 import socket
-import struct
 import sys
 import tempfile
 import time
@@ -35,15 +33,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from dpcourse import processes
 from dpcourse.grading.framework import Context, Test
-from dpcourse.launch import _die_with_parent
+from dpcourse.processes import become_subreaper  # noqa: F401  (grade.py imports it from here)
 
 __all__ = ["Job", "Finished", "run_jobs", "encode", "decode", "LEARNER_MODULE", "protect", "start_zygote",
            "stop_zygote", "load_only"]
 
 LEARNER_MODULE = "__learner__"
 _RESULT_CAP = 64 << 20
-_LENGTH = struct.Struct("!Q")  # the result travels as its length, then the JSON bytes
 _DTYPES = {"<f4", "<f8", "<f2", "<i8", "<i4", "<i2", "|i1", "|u1", "|b1", "<c8", "<c16"}
 
 
@@ -151,11 +149,8 @@ class _Running:
     deadline: float
     start: float
     workdir: str
-    out: bytearray = field(default_factory=bytearray)
-    out_bytes: int = 0
-    res: bytearray = field(default_factory=bytearray)
-    res_open: bool = True
-    out_open: bool = True
+    out: processes.Capped  # what it printed (the first output_cap bytes)
+    res: processes.Capped = field(default_factory=lambda: processes.Capped(_RESULT_CAP))  # its result, framed
 
 
 _HIDE: list[str] = []  # folders no graded code may see (submissions, reports, hidden tests)
@@ -236,90 +231,60 @@ class _Zygote:
     def __init__(self, fork: bool = False) -> None:
         import subprocess
 
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.proc = None
         if fork:  # a fork of a process that has read nothing yet (see start_zygote): no torch import to pay again
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    a.close()
-                    _zygote_main(b.detach())
-                finally:
-                    os._exit(0)
-            b.close()
-            self.sock, self.pid = a, pid
-            return
-        code = "import sys; from dpcourse.grading.sandbox import _zygote_main; _zygote_main(int(sys.argv[1]))"
-        self.proc = subprocess.Popen([sys.executable, "-c", code, str(b.fileno())], pass_fds=(b.fileno(),),
-                                     stdin=subprocess.DEVNULL)
-        b.close()
-        self.sock, self.pid = a, self.proc.pid
+            def child() -> None:
+                self.sock.close()
+                _zygote_main(theirs.detach())
+
+            self.pid = processes.fork(child)
+        else:
+            self.proc = processes.spawn(_zygote_main, theirs.fileno(), stdin=subprocess.DEVNULL)
+            self.pid = self.proc.pid
+        theirs.close()
 
     def launch(self, spec: dict, fds: list[int]) -> int:
-        data = json.dumps(spec).encode()
-        socket.send_fds(self.sock, [struct.pack("!Q", len(data))], fds)
-        self.sock.sendall(data)
-        reply = b""
-        while len(reply) < 8:
-            chunk = self.sock.recv(8 - len(reply))
-            if not chunk:
-                raise RuntimeError("the grader's job starter stopped")
-            reply += chunk
-        return struct.unpack("!Q", reply)[0]
+        """Start one job's harness, handing it ``fds`` (its output, result and input pipes); its pid."""
+        socket.send_fds(self.sock, [b"j"], fds)  # the pipes travel with this first byte
+        processes.write_frame(self.sock.fileno(), json.dumps(spec).encode())
+        reply = processes.read_frame(self.sock.fileno())
+        if reply is None:
+            raise RuntimeError("the grader's job starter stopped")
+        return int(reply)
 
     def stop(self) -> None:
         self.sock.close()
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            return
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        processes.kill_and_reap([self.pid])
+        if self.proc is not None:  # reaped above: tell Popen, so that it never waits for it again
+            self.proc.returncode = -signal.SIGKILL
 
 
 def _zygote_main(fd: int) -> None:
     sock = socket.socket(fileno=fd)
-    _die_with_parent()
+    processes.die_with_parent()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the harnesses it starts are reaped automatically
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _preload_torch()
     while True:
         try:
-            head, fds, _, _ = socket.recv_fds(sock, 8, 3)
+            _, fds, _, _ = socket.recv_fds(sock, 1, 3)
+            data = processes.read_frame(fd) if len(fds) == 3 else None
         except OSError:
             return
-        if len(head) < 8:
+        if data is None:  # the grader has gone
             return
-        (n,) = struct.unpack("!Q", head)
-        data = bytearray()
-        while len(data) < n:
-            chunk = sock.recv(min(1 << 20, n - len(data)))
-            if not chunk:
-                return
-            data += chunk
-        job, workdir, sandbox, hide = _job_from_spec(json.loads(bytes(data)))
-        out_fd, res_fd, inp_fd = fds
-        sys.stdout.flush()
-        pid = os.fork()
-        if pid == 0:
-            code = 70
-            try:
-                sock.close()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                os.setsid()
-                _die_with_parent()
-                _runner_main(job, out_fd, res_fd, inp_fd, workdir, sandbox, hide)
-                code = 0
-            finally:
-                os._exit(code)
+        job, workdir, sandbox, hide = _job_from_spec(json.loads(data))
+
+        def harness() -> None:
+            sock.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _runner_main(job, *fds, workdir, sandbox, hide)
+
+        pid = processes.fork(harness)
         for fd_ in fds:
             os.close(fd_)
-        sock.sendall(struct.pack("!Q", pid))
+        processes.write_frame(fd, str(pid).encode())
 
 
 _ZYGOTE: list[_Zygote] = []
@@ -357,10 +322,9 @@ def _preload_torch() -> None:
     import torch.optim  # noqa: F401
 
     from dpcourse.grading import isolate, relay  # noqa: F401
-    from dpcourse.launch import _preload
 
-    _preload()  # torch._dynamo, which DDP would otherwise import again in every rank: ~2 s per test
-    relay.RelayGroup = relay.RelayGroup or relay._make_group_class()
+    processes.preload_torch()  # torch._dynamo, which DDP would otherwise import again in every rank: ~2 s per test
+    relay.define_group_class()
 
 
 def _start(job: Job, inherited: list[int] = ()) -> _Running:
@@ -370,47 +334,21 @@ def _start(job: Job, inherited: list[int] = ()) -> _Running:
     res_r, res_w = os.pipe()
     inp_r, inp_w = os.pipe()
     sandbox = _sandbox_ok()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    theirs = [out_w, res_w, inp_r]
     if job.objects is None:  # a submission's cells: started by the clean job starter
-        pid = _zygote().launch(_spec(job, workdir, sandbox), [out_w, res_w, inp_r])
-    else:
-        pid = os.fork()
-        if pid == 0:  # the harness: never returns, never runs learner code
-            code = 70
-            try:
-                for fd in (out_r, res_r, inp_w, *inherited):  # other jobs' pipes are none of its business
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
-                os.setsid()
-                _die_with_parent()
-                _runner_main(job, out_w, res_w, inp_r, workdir, sandbox, list(_HIDE))
-                code = 0
-            finally:
-                os._exit(code)
-    for fd in (out_w, res_w, inp_r):
+        pid = _zygote().launch(_spec(job, workdir, sandbox), theirs)
+    else:  # check(): forked from here, where the learner's live functions are; it never runs them itself
+        pid = processes.fork(lambda: _runner_main(job, *theirs, workdir, sandbox, list(_HIDE)),
+                             close=(out_r, res_r, inp_w, *inherited))  # other jobs' pipes are none of its business
+    for fd in theirs:
         os.close(fd)
-    blob = encode(job.inputs if job.inputs is not None else [None] * job.test.world_size)
     try:
-        view = memoryview(_LENGTH.pack(len(blob)) + blob)
-        while view:
-            view = view[os.write(inp_w, view):]
+        processes.write_frame(inp_w, encode(job.inputs if job.inputs is not None else [None] * job.test.world_size))
     except OSError:
         pass
     os.close(inp_w)
     now = time.monotonic()
-    return _Running(job, pid, out_r, res_r, now + job.timeout, now, workdir)
-
-
-def _read_all(fd: int) -> bytes:
-    data = bytearray()
-    while True:
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return bytes(data)
-        data += chunk
+    return _Running(job, pid, out_r, res_r, now + job.timeout, now, workdir, processes.Capped(job.output_cap))
 
 
 def _runner_main(job: Job, out_fd: int, res_fd: int, inp_fd: int, workdir: str, sandbox: bool,
@@ -419,6 +357,8 @@ def _runner_main(job: Job, out_fd: int, res_fd: int, inp_fd: int, workdir: str, 
     input, carries their process-group traffic (``relay.Router``) and reports what came back."""
     from dpcourse.grading import relay
 
+    os.setsid()  # a session of its own: the grader ends it, and everything in it, at once
+    processes.die_with_parent()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -429,31 +369,26 @@ def _runner_main(job: Job, out_fd: int, res_fd: int, inp_fd: int, workdir: str, 
         os.mkdir(shared)
         os.chmod(shared, 0o777)
     pairs = [relay.pair() for _ in range(n)]
-    pids = []
-    for r in range(n):
-        sys.stdout.flush()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                for i, (mine, theirs) in enumerate(pairs):
-                    mine.close()
-                    if i != r:
-                        theirs.close()
-                os.close(res_fd)
-                os.close(inp_fd)
-                _rank_main(job, r, n, pairs[r][1], out_fd, workdir, shared, sandbox, hide)
-            finally:
-                os._exit(71)
-        pids.append(pid)
+
+    def rank(r: int) -> None:  # in the forked rank: of all the harness holds, only its own socket stays open
+        for i, (mine, theirs) in enumerate(pairs):
+            mine.close()
+            if i != r:
+                theirs.close()
+        os.close(res_fd)
+        os.close(inp_fd)
+        _rank_main(job, r, n, pairs[r][1], out_fd, workdir, shared, sandbox, hide)
+
+    pids = [processes.fork(lambda r=r: rank(r), code_on_error=71) for r in range(n)]
     os.close(out_fd)
     socks = []
     for mine, theirs in pairs:
         theirs.close()
         socks.append(mine)
-    blob = _read_all(inp_fd)
+    blob = processes.read_frame(inp_fd)
     os.close(inp_fd)
     try:
-        inputs = decode(blob[_LENGTH.size:]) if _framed(bytearray(blob)) else [None] * n
+        inputs = decode(blob) if blob is not None else [None] * n
     except ValueError:
         inputs = [None] * n
     router = relay.Router(n, test.allowed, test.allowed_what)
@@ -523,16 +458,7 @@ def _runner_main(job: Job, out_fd: int, res_fd: int, inp_fd: int, workdir: str, 
         if errors and stop_at is None:
             stop_at = time.monotonic() + 0.3  # let the other ranks report the same failure, then stop
     blocked = router.blocked() if status in ("timeout", "stuck") else {}
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for pid in pids:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+    processes.kill_and_reap(pids)
     report: dict[str, Any] = {"status": status, "stats": router.result_stats(), "log": router.log, "events": events,
                               "blocked": {str(k): v for k, v in blocked.items()}}
     if status == "ok" and errors:
@@ -547,10 +473,7 @@ def _runner_main(job: Job, out_fd: int, res_fd: int, inp_fd: int, workdir: str, 
             report.update(status="error", error=err)
     elif status == "ok":
         report["ranks"] = results
-    data = encode(report)
-    view = memoryview(_LENGTH.pack(len(data)) + data)
-    while view:
-        view = view[os.write(res_fd, view):]
+    processes.write_frame(res_fd, encode(report))
     os.close(res_fd)
 
 
@@ -566,25 +489,10 @@ def _stuck(router: Any, n: int, done: set[int], quiet: float) -> bool:
 
 def _exit_of(pid: int) -> str:
     """How a rank ended (it closed its pipe without a result)."""
-    end = time.monotonic() + 1.0
-    while time.monotonic() < end:
-        try:
-            got, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return "no exit status"
-        if got:
-            code = os.waitstatus_to_exitcode(status)
-            if code < 0 or code >= 128:
-                sig = -code if code < 0 else code - 128
-                try:
-                    name = signal.Signals(sig).name
-                except ValueError:
-                    name = f"signal {sig}"
-                hint = " - often out of memory, or the code killed its parent" if sig == signal.SIGKILL else ""
-                return f"killed by {name}{hint}"
-            return f"exit code {code}"
-        time.sleep(0.01)
-    return "closed its pipe and kept running"
+    status = processes.wait_for_exit(pid, 1.0)
+    if status is None:
+        return "closed its pipe and kept running"
+    return processes.describe_exit(status, sigkill_hint="often out of memory, or the code killed its parent")
 
 
 def _rank_main(job: Job, r: int, n: int, sock: socket.socket, out_fd: int, workdir: str, shared: str | None,
@@ -593,7 +501,7 @@ def _rank_main(job: Job, r: int, n: int, sock: socket.socket, out_fd: int, workd
     from dpcourse.grading import isolate, relay
 
     os.setsid()  # a session of its own: kill(0, ...) from learner code reaches this rank only, never the harness
-    _die_with_parent()
+    processes.die_with_parent()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(out_fd, 1)
@@ -610,7 +518,7 @@ def _rank_main(job: Job, r: int, n: int, sock: socket.socket, out_fd: int, workd
                 signal.signal(-code, signal.SIG_DFL)
                 os.kill(os.getpid(), -code)
             os._exit(min(max(code, 0), 127))
-        _die_with_parent()
+        processes.die_with_parent()
         isolate.finish()
         home = "/tmp"
         scratch = "/tmp/shared" if shared else home
@@ -749,119 +657,38 @@ def _load_learner(job: Job) -> types.SimpleNamespace:
 
 # --------------------------------------------------------------------------- the grader's side
 
-def _processes() -> dict[int, tuple[int, int, str]]:
-    """pid -> (parent pid, session id, state) of every process we can see."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        table[int(entry)] = (int(fields[1]), int(fields[3]), fields[0])
-    return table
-
-
-def _tree(roots: set[int], sid: int | None = None) -> set[int]:
-    """``roots``, their live descendants, and (with ``sid``) every live member of that session."""
-    table = _processes()
-    found = {p for p in roots if p in table and table[p][2] != "Z"}
-    found |= {p for p, (_, s, state) in table.items() if sid is not None and s == sid and state != "Z"}
-    grew = True
-    while grew:
-        grew = False
-        for pid, (ppid, _, state) in table.items():
-            if ppid in found and pid not in found and state != "Z":
-                found.add(pid)
-                grew = True
-    return found
-
-
-def kill_tree(roots: set[int], sid: int | None = None) -> None:
-    """Freeze, then kill, ``roots`` and everything they started (stopped processes cannot fork away)."""
-    stopped: set[int] = set()
-    for _ in range(20):
-        pids = _tree(roots | stopped, sid) - stopped
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGSTOP)
-            except (ProcessLookupError, PermissionError):
-                pass
-        stopped |= pids
-    for pid in stopped:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    for pid in stopped - roots:  # orphans re-parented to us (when we are a subreaper)
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-
-
 def _kill_session(run: _Running, grace: float = 0.0) -> str:
-    """Kill the shield, the runner and everything they started; reap what we can; describe the exit."""
-    status = None
-    end = time.monotonic() + grace
-    while status is None:
-        try:
-            pid, st = os.waitpid(run.pid, os.WNOHANG)
-            if pid:
-                status = st
-        except ChildProcessError:
-            break
-        if time.monotonic() >= end:
-            break
-        time.sleep(0.01)
-    kill_tree({run.pid}, sid=run.pid)
-    if status is None:
-        try:
-            _, status = os.waitpid(run.pid, 0)
-        except ChildProcessError:
-            status = None
+    """Kill the harness, its ranks and everything they started; reap what we can; describe the exit."""
+    status = processes.wait_for_exit(run.pid, grace)  # the harness's own end, if it comes within the grace
+    [killed] = processes.kill_and_reap([run.pid])  # and whatever it left running in its session
+    status = killed if status is None else status
     for fd in (run.out_fd, run.res_fd):
         try:
             os.close(fd)
         except OSError:
             pass
-    if status is None:
-        return "no exit status"
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
+    if status is not None and os.WIFSIGNALED(status):
         return "killed - did the code kill its parent process?"
-    if code >= 128:
-        try:
-            name = signal.Signals(code - 128).name
-        except ValueError:
-            name = f"signal {code - 128}"
-        hint = " - often out of memory, or the code killed its parent" if code - 128 == signal.SIGKILL else ""
-        return f"killed by {name}{hint}"
-    return f"exit code {code}"
+    return processes.describe_exit(status)
 
 
 def _finish(run: _Running, timed_out: bool) -> Finished:
-    detail = _kill_session(run, grace=0.0 if timed_out or run.res else 1.0)
+    detail = _kill_session(run, grace=0.0 if timed_out or run.res.data else 1.0)
     shutil.rmtree(run.workdir, ignore_errors=True)
     seconds = time.monotonic() - run.start
-    output = run.out.decode(errors="replace")
-    if run.out_bytes > len(run.out):
-        output += f"\n... output cut: {run.out_bytes:,} bytes printed, first {len(run.out):,} kept"
-    done = Finished(run.job, "ok", output=output, output_bytes=run.out_bytes, seconds=seconds, exit_detail=detail)
+    done = Finished(run.job, "ok", output=run.out.text(), output_bytes=run.out.total, seconds=seconds,
+                    exit_detail=detail)
     if timed_out:
         done.status = "timeout"
         return done
-    if not run.res:
+    if not run.res.data:
         done.status = "died"
         return done
     try:
-        if not _framed(run.res):
+        body = processes.unframe(run.res.data)
+        if body is None:
             raise ValueError("cut short")
-        payload = decode(bytes(run.res[_LENGTH.size:_LENGTH.size + _LENGTH.unpack_from(run.res)[0]]))
+        payload = decode(bytes(body))
         if not isinstance(payload, dict) or payload.get("status") not in ("ok", "error", "timeout", "died", "stuck"):
             raise ValueError("unexpected shape")
     except Exception:
@@ -882,34 +709,12 @@ def _finish(run: _Running, timed_out: bool) -> Finished:
     return done
 
 
-def become_subreaper() -> bool:
-    """Make orphans of our descendants re-parent to this process, so none can escape the clean-up."""
-    try:
-        return ctypes.CDLL("libc.so.6").prctl(36, 1) == 0  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        return False
-
-
-def _sweep_orphans(active: set[int]) -> None:
-    """Kill our children that are no running job's shield: processes a learner left behind."""
-    me = os.getpid()
-    mine = {pid: state for pid, (ppid, _, state) in _processes().items() if ppid == me and pid not in active}
-    strays = {pid for pid, state in mine.items() if state != "Z"}
-    if strays:
-        kill_tree(strays)
-    for pid in mine:  # reap them, and the zombies of orphans that died on their own
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-
-
 def run_jobs(jobs: list[Job], parallel: int = 1, on_done: Callable[[Finished], None] | None = None,
              sweep_orphans: bool = False) -> list[Finished]:
     """Run every job (``parallel`` at a time); results in job order. Leaves no process behind.
 
     ``sweep_orphans``: also kill any other child of this process after each job (for a grader that is a
-    subreaper and starts nothing else; see :func:`become_subreaper`).
+    subreaper and starts nothing else; see :func:`dpcourse.processes.become_subreaper`).
     """
     _preload_torch()
     for job in jobs:  # each rank's input, drawn here from fresh randomness; only that rank is sent its part
@@ -925,20 +730,17 @@ def run_jobs(jobs: list[Job], parallel: int = 1, on_done: Callable[[Finished], N
     zygotes = {z.pid for z in _ZYGOTE}
 
     pending = list(enumerate(jobs))[::-1]
-    running: dict[int, tuple[int, _Running]] = {}  # fd -> (index, run)
     active: dict[int, _Running] = {}
     results: list[Finished | None] = [None] * len(jobs)
-    sel = selectors.DefaultSelector()
+    pipes = processes.Pipes()
 
     def close(index: int, timed_out: bool) -> None:
         run = active.pop(index)
-        for fd in (run.out_fd, run.res_fd):
-            if fd in running:
-                sel.unregister(fd)
-                del running[fd]
+        pipes.remove(run.out_fd)
+        pipes.remove(run.res_fd)
         results[index] = _finish(run, timed_out)
         if sweep_orphans:
-            _sweep_orphans({r.pid for r in active.values()} | zygotes)
+            processes.kill_other_children({r.pid for r in active.values()} | zygotes)
         if on_done:
             on_done(results[index])
 
@@ -946,42 +748,21 @@ def run_jobs(jobs: list[Job], parallel: int = 1, on_done: Callable[[Finished], N
         while pending or active:
             while pending and len(active) < max(1, parallel):
                 index, job = pending.pop()
-                run = _start(job, [*running, sel.fileno()])
+                run = _start(job, [fd for r in active.values() for fd in (r.out_fd, r.res_fd)] + [pipes.fileno()])
                 active[index] = run
-                for fd in (run.out_fd, run.res_fd):
-                    os.set_blocking(fd, False)
-                    sel.register(fd, selectors.EVENT_READ, run)
-                    running[fd] = (index, run)
-            now = time.monotonic()
-            wait = max(0.0, min(r.deadline for r in active.values()) - now)
-            for key, _ in sel.select(timeout=min(wait, 0.5)):
-                if key.fd not in running or running[key.fd][1] is not key.data:
-                    continue  # its job was closed earlier in this batch
-                index, run = running[key.fd]
-                try:
-                    chunk = os.read(key.fd, 1 << 16)
-                except BlockingIOError:
+                pipes.add(run.out_fd, (index, run, "out"))
+                pipes.add(run.res_fd, (index, run, "res"))
+            wait = max(0.0, min(r.deadline for r in active.values()) - time.monotonic())
+            for (index, run, kind), chunk in pipes.read(min(wait, 0.5)):
+                if kind == "out":
+                    run.out.add(chunk)
                     continue
-                if key.fd == run.out_fd:
-                    if chunk:
-                        run.out_bytes += len(chunk)
-                        room = run.job.output_cap - len(run.out)
-                        if room > 0:
-                            run.out += chunk[:room]
-                    else:
-                        sel.unregister(key.fd)
-                        del running[key.fd]
-                        run.out_open = False
-                else:
-                    if chunk and len(run.res) < _RESULT_CAP:
-                        run.res += chunk
-                    if not chunk or _framed(run.res):  # end-of-file, or the whole result: done
-                        # (a process the learner left behind may hold the pipe open: no waiting for it)
-                        sel.unregister(key.fd)
-                        del running[key.fd]
-                        run.res_open = False
-                        _drain(run)
-                        close(index, timed_out=False)
+                run.res.add(chunk)
+                if not chunk or processes.unframe(run.res.data) is not None:  # end-of-file, or the whole result
+                    # (a process the learner left behind may hold the pipe open: no waiting for it)
+                    pipes.remove(run.res_fd)
+                    pipes.drain(0.2, lambda _, chunk: run.out.add(chunk), fds=[run.out_fd])  # its last output
+                    close(index, timed_out=False)
             now = time.monotonic()
             for index, run in list(active.items()):
                 if now >= run.deadline:
@@ -990,31 +771,6 @@ def run_jobs(jobs: list[Job], parallel: int = 1, on_done: Callable[[Finished], N
     finally:
         for index in list(active):
             close(index, timed_out=True)
-        sel.close()
+        pipes.close()
         if not sweep_orphans:  # a library caller (tests, check()) keeps no process of ours running afterwards;
             stop_zygote()      # the grade command (a one-shot process) keeps its starter for the next phase
-
-
-def _framed(data: bytearray) -> bool:
-    return len(data) >= _LENGTH.size and len(data) >= _LENGTH.size + _LENGTH.unpack_from(data)[0]
-
-
-def _drain(run: _Running) -> None:
-    """Pick up printed output still in the pipe once the result is in."""
-    if not run.out_open:
-        return
-    end = time.monotonic() + 0.2
-    while time.monotonic() < end:
-        try:
-            chunk = os.read(run.out_fd, 1 << 16)
-        except BlockingIOError:
-            time.sleep(0.01)
-            continue
-        except OSError:
-            return
-        if not chunk:
-            return
-        run.out_bytes += len(chunk)
-        room = run.job.output_cap - len(run.out)
-        if room > 0:
-            run.out += chunk[:room]
