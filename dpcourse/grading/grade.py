@@ -30,8 +30,9 @@ from tqdm import tqdm
 
 from dpcourse.grading.extract import SubmissionError, read_submission, references_used
 from dpcourse.grading.framework import Suite, Test, exercise_ids, get_suite
-from dpcourse.grading.sandbox import Finished, Job, become_subreaper, run_jobs
+from dpcourse.grading.sandbox import Finished, Job, run_jobs
 from dpcourse.grading.verdict import Verdict, judge
+from dpcourse.processes import become_subreaper
 
 __all__ = ["Report", "collect", "grade", "main", "report_keys", "table", "write_reports"]
 

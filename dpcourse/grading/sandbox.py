@@ -35,7 +35,6 @@ import numpy as np
 
 from dpcourse import processes
 from dpcourse.grading.framework import Context, Test
-from dpcourse.processes import become_subreaper  # noqa: F401  (grade.py imports it from here)
 
 __all__ = ["Job", "Finished", "run_jobs", "encode", "decode", "LEARNER_MODULE", "protect", "start_zygote",
            "stop_zygote", "load_only"]
