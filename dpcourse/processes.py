@@ -224,39 +224,38 @@ def wait_for_exit(pid: int, seconds: float) -> int | None:
         time.sleep(0.01)
 
 
-def kill_tree(roots: Collection[int], leaders: Collection[int] = ()) -> None:
+def kill_tree(roots: Collection[int], leaders: Collection[int] = ()) -> dict[int, int]:
     """Kill ``roots``, everything they started, and every process in a group or session that one of
-    ``leaders`` leads (a double fork leaves the tree, but not the session).
+    ``leaders`` leads (a double fork leaves the tree, but not the session). Returns the wait status
+    of each one that was ours to reap (a child, or an orphan re-parented to us as a subreaper).
 
     All of them are frozen (SIGSTOP) before any is killed, and the search repeats until it finds no
-    one new: a stopped process cannot fork a child we would miss. Orphans that were re-parented to
-    us (when we are a subreaper) are reaped; ``roots`` are not: their caller wants their exit status."""
-    stopped: set[int] = set()
+    one new: a stopped process cannot fork a child we would miss."""
+    stopped: dict[int, None] = {}  # ordered: parents before their children
     for _ in range(20):
-        found = _tree({*roots, *stopped}, leaders) - stopped
+        found = [pid for pid in _tree([*roots, *stopped], leaders) if pid not in stopped]
         if not found:
             break
         _send_signal(found, signal.SIGSTOP)
-        stopped |= found
+        stopped.update(dict.fromkeys(found))
     _send_signal(stopped, signal.SIGKILL)
-    for pid in stopped - set(roots):
-        _reap(pid)
+    # Parents are reaped before their children: a child of a dead parent is re-parented to us (when we
+    # are a subreaper) by the time its parent's status can be collected.
+    reaped = {pid: _reap(pid) for pid in stopped}
+    return {pid: status for pid, status in reaped.items() if status is not None}
 
 
 def kill_and_reap(pids: Sequence[int]) -> list[int | None]:
     """Kill our children ``pids``, everything they started and everything left in the groups and
     sessions they lead; reap them. Returns their wait statuses in order (None: no child of ours)."""
-    kill_tree(pids, leaders=pids)
-    return [_reap(pid) for pid in pids]
+    statuses = kill_tree(pids, leaders=pids)
+    return [statuses.get(pid) for pid in pids]
 
 
 def kill_other_children(keep: Collection[int]) -> None:
     """Kill and reap every child of this process not in ``keep``, with all it started: processes that
     a learner's code left behind and that were re-parented to us (see :func:`become_subreaper`)."""
-    strays = {p.pid for p in psutil.Process().children()} - set(keep)
-    kill_tree(strays)
-    for pid in strays:
-        _reap(pid)
+    kill_tree({p.pid for p in psutil.Process().children()} - set(keep))
 
 
 def become_subreaper() -> bool:
@@ -282,17 +281,16 @@ def describe_exit(status: int | None, sigkill_hint: str = "often out of memory")
     return f"killed by {name} - {sigkill_hint}" if -code == signal.SIGKILL else f"killed by {name}"
 
 
-def _tree(roots: set[int], leaders: Collection[int]) -> set[int]:
-    """``roots`` and their descendants, and the members of the groups and sessions ``leaders`` lead."""
-    found = set()
-    for pid in roots:
+def _tree(roots: Collection[int], leaders: Collection[int]) -> list[int]:
+    """``roots``, the members of the groups and sessions ``leaders`` lead, and all their descendants."""
+    members = [pid for pid in psutil.pids() if _led_by(pid, leaders)] if leaders else []
+    found: dict[int, None] = {}
+    for top in [*roots, *members]:
         try:
-            found |= {pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))}
+            found.update(dict.fromkeys([top, *(child.pid for child in psutil.Process(top).children(recursive=True))]))
         except psutil.NoSuchProcess:  # gone already
             pass
-    if leaders:
-        found |= {pid for pid in psutil.pids() if _led_by(pid, leaders)}
-    return found
+    return list(found)
 
 
 def _led_by(pid: int, leaders: Collection[int]) -> bool:
