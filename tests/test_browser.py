@@ -47,8 +47,8 @@ def lab(tmp_path):
     from dpcourse.lab import lab_command, lab_env
 
     work = tmp_path / "course"  # a copy in the course's layout: the learner's files are never touched
-    for rel in ("lessons/00_setup.ipynb", "lessons/index.ipynb", "exercises/02_gradient_accumulation.ipynb",
-                "solutions/02_gradient_accumulation.ipynb"):
+    for rel in ("lessons/00_setup.ipynb", "lessons/index.ipynb", "exercises/02_minibatch_math.ipynb",
+                "solutions/02_minibatch_math.ipynb"):
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, work / rel)
     settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
@@ -133,17 +133,17 @@ def test_lesson_00_and_an_exercise_in_jupyterlab(lab):
 
         # where a learner lands: the course map; its link to the exercise opens the exercise
         page.goto(f"{base}/?reset&token={token}")
-        link = page.locator('.jp-RenderedMarkdown a[href*="exercises/02_gradient_accumulation.ipynb"]').first
+        link = page.locator('.jp-RenderedMarkdown a[href*="exercises/02_minibatch_math.ipynb"]').first
         link.wait_for(timeout=60_000)
         assert "/lab/tree/lessons/index.ipynb" in page.url, page.url
         page.screenshot(path=str(SHOTS / "03_course_map.png"))
         assert page.get_by_text("official Jupyter news").count() == 0, "first start asked about news"
         link.click()
-        tab = page.locator(".lm-TabBar-tab", has_text="02_gradient_accumulation.ipynb")
+        tab = page.locator(".lm-TabBar-tab", has_text="02_minibatch_math.ipynb")
         tab.first.wait_for(timeout=60_000)
         page.locator(".jp-Notebook .jp-RenderedMarkdown h1", has_text="Exercise 02").first.wait_for(timeout=60_000)
         assert page.get_by_text("File Load Error").count() == 0 and page.get_by_text("404").count() == 0
-        saved = _run_all_and_save(page, work / "exercises" / "02_gradient_accumulation.ipynb", timeout_s=120)
+        saved = _run_all_and_save(page, work / "exercises" / "02_minibatch_math.ipynb", timeout_s=120)
         check_cells = [c for c in saved["cells"] if c["cell_type"] == "code" and "check(" in "".join(c["source"])]
         assert check_cells and check_cells[0]["execution_count"], "the self-check did not run"
         report = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))

@@ -165,9 +165,9 @@ def graded_class(tmp_path_factory):
     _nb(cls / "dave" / "04_allreduce.ipynb", PRELUDE, "x = 1  # the graded cell was deleted",
         'check("04", ring_all_reduce)', graded=False)
     (cls / "erin").mkdir()
-    (cls / "erin" / "grace_02_gradient_accumulation.ipynb").write_text('{"cells": [ {"cell_type": "code", ')
+    (cls / "erin" / "grace_02_minibatch_math.ipynb").write_text('{"cells": [ {"cell_type": "code", ')
     (cls / "frank").mkdir()
-    (cls / "frank" / "02_gradient_accumulation-frank.ipynb").write_text("not json at all")
+    (cls / "frank" / "02_minibatch_math-frank.ipynb").write_text("not json at all")
     _nb(cls / "gina" / "gina_12345_67890_02_ring.ipynb", PRELUDE, good, metadata={"dpcourse": {"exercise": "04"}})
     result = {"reports": {}, "rows": {}}
     for folder, limit in ((cls, "60"), (base / "hangs", "6")):  # a generous limit where nothing hangs
@@ -201,7 +201,7 @@ def test_every_student_is_graded_under_their_own_name(graded_class):
 def test_unreadable_files_score_zero_out_of_their_exercises_points(graded_class):
     reports, rows = graded_class["reports"], graded_class["rows"]
     points = get_suite("02").max_score
-    for key in ("erin_grace_02_gradient_accumulation", "frank_02_gradient_accumulation-frank"):
+    for key in ("erin_grace_02_minibatch_math", "frank_02_minibatch_math-frank"):
         r = reports[key]
         assert (r["score"], r["max_score"]) == (0, points), key
         assert "not a valid notebook" in r["output"] and "submit it again" in r["output"]

@@ -268,7 +268,7 @@ def test_a_learners_edit_survives_every_command(tmp_path):
     (course / "tools" / "nbsrc" / "lessons").mkdir(parents=True)
     shutil.copy(ROOT / "tools" / "nb.py", course / "tools")
     shutil.copy(ROOT / "tools" / "nbsrc" / "lessons" / "index.py", course / "tools" / "nbsrc" / "lessons")
-    exercise = course / "exercises" / "02_gradient_accumulation.ipynb"
+    exercise = course / "exercises" / "02_minibatch_math.ipynb"
     solved = nbformat.read(ROOT / "solutions" / exercise.name, as_version=4)
     answer = next(c.source for c in solved.cells if "graded" in c.metadata.get("tags", []))
     mine = _edit(exercise, "# my answer, typed in the lab\n" + answer, run=True)
