@@ -3,7 +3,7 @@
 # Adversarial: reaches the course's reference through importlib and a built-up module name.
 import importlib
 
-_name = "dpcourse." + "".join(["col", "lect", "ives"])
+_name = "dpcourse." + "".join(["all", "red", "uce"])
 
 
 def ring_all_reduce(tensor):
