@@ -76,7 +76,7 @@ def run(n, timeout=5, env=None, on_step=None, config=None):
     try:
         results = dpcourse.launch(lab.broken(n, on_step=on_step), WORLD, config, timeout=timeout, env=env or {})
     except dpcourse.LaunchError as exc:
-        first = str(exc).splitlines()[0].replace(tempfile.gettempdir(), "$TMPDIR")  # no machine paths
+        first = str(exc).splitlines()[0].replace(tempfile.gettempdir() + "/", "$TMPDIR/")  # no machine paths
         print(f"==> {type(exc).__name__}: {first[:250]}")
         return exc
     print("==> finished without an error")
@@ -115,6 +115,82 @@ def one_process(config):
 # | what did each rank read, and when? | an `on_step` that writes `debugging.rank_logger(folder).info(...)`; `debugging.read_logs(folder)` merges the files |
 #
 # In each "investigate" cell, replace the `raise` line with your investigation.
+#
+# ## When you are stuck
+#
+# **Hints** (click to open; try each one before the next). They are about the six families, not
+# about your cases: which case is which, and where each goes wrong, is yours to find.
+#
+# <details><summary>Hint 1: which family is it?</summary>
+#
+# Sort the cases by what `run(n)` did. Did it stop at the timeout (or crash inside gloo)? Then are
+# the ranks stuck in *different* collectives, or is one rank missing from the stuck-rank report
+# because it has already returned? Did it raise on a rank that never wrote anything, with an error
+# about the file it tried to read? Or did it finish: then do all ranks end with the same parameters,
+# and are those the parameters `one_process` computes?
+#
+# </details>
+#
+# <details><summary>Hint 2: a hang — who calls what?</summary>
+#
+# In which line is each rank in the stuck-rank report? A collective inside `if rank == ...:` is
+# called by that rank alone: what does every other rank call at that moment instead? DETAIL names
+# both calls and a `SequenceNumber`; check the number by counting the `dist.` calls in
+# `lab.source(n)`: how many collectives does every rank make before step 0's all-reduce, and how
+# many per step after it? For a rank that has returned: how many batches did it have, and at which
+# step do the others wait for it?
+#
+# </details>
+#
+# <details><summary>Hint 3: replicas that disagree, or agree on the wrong model</summary>
+#
+# The divergence detector names the first step and parameter at which the ranks differ. Which
+# parameters reach `average_gradients` at that step, and when was that list made? A parameter left
+# out is stepped by each rank with its own gradient. When the ranks agree but differ from one
+# process, compare after **one** step: do the first layers still match, and only a later layer is
+# off? Then read how that layer's gradient is reduced: an all-reduce sums; how many times is the
+# sum divided by the world size (`ReduceOp.AVG` divides too)? If every layer is off, the ranks did
+# not train on the batch one process used: see hint 4.
+#
+# </details>
+#
+# <details><summary>Hint 4: what each rank reads, and when</summary>
+#
+# Log each rank's batch at every step (`on_step` gets its indices). A correct program deals **one**
+# shuffle per epoch out to the ranks: at each step their batches are disjoint pieces of the same
+# permutation, and the permutation changes every epoch. Compare the log with
+# `DistributedSampler(range(n), num_replicas=WORLD, rank=r, seed=config["seed"])` after
+# `set_epoch(epoch)`: at which step does a rank first read something else? Do all ranks pass the
+# same seed, and is `set_epoch` called every epoch? For the checkpoint: log a line before and after
+# the save and before each load (`rank_logger` stamps the time). Which ranks can reach
+# `torch.load` before the writer is done, and what do they find there?
+#
+# </details>
+#
+# <details><summary>Hint 5 (the answer: the fix of each family)</summary>
+#
+# - **Hang:** every rank calls every collective. Keep the logging collective but call it on all
+#   ranks (the same operation, the same `src` for a broadcast) and let only the one rank print. In
+#   DETAIL's count, from 0, `broadcast_parameters` makes numbers 0 to 5 (one per parameter) and step
+#   `s`'s gradient all-reduce is `6 + s`, up to the culprit's extra call; the flight recorder counts
+#   the same calls from 1.
+# - **Divergence:** at every step, average the parameters that are trained at that step:
+#   `average_gradients([p for p in model.parameters() if p.requires_grad])` inside the loop. The
+#   freezing schedule stays.
+# - **Wrong averaging:** one average for every parameter, `average_gradients(list(model.parameters()))`,
+#   and no second all-reduce or division for the later layers.
+# - **Data order:** the same `seed=config["seed"]` on every rank, and `sampler.set_epoch(epoch)` at
+#   the top of every epoch.
+# - **Uneven inputs:** `with Join([ddp]):` around the loop over epochs, with
+#   `from torch.distributed.algorithms.join import Join`. A rank out of data joins the others'
+#   all-reduces with zeros, so every sample is used and the mean still divides by the world size.
+# - **Checkpoint race:** `dist.barrier()` after the save and before anyone loads, so nobody reads a
+#   file the writer has not finished. The next save cannot overwrite it under a reader, since the
+#   next epoch's all-reduces wait for every rank's load; a second barrier after the loads says so
+#   in the code. (On a real disk, also save to a temporary name and `os.replace` it onto the
+#   checkpoint.) The same rank still writes, and every rank still reloads every epoch.
+#
+# </details>
 #
 # ## Case 1
 #
