@@ -13,7 +13,8 @@ the store, runs ``fn(*args)`` and sends back
 its result (or its traceback) through a second pipe. The parent prints every child's output with
 a ``[rank r]`` prefix, and kills the whole group on the first error, on ``timeout`` or on
 interrupt. After CUDA has been used in the parent, forking is unsafe, so the children are started
-fresh and ``fn`` travels pickled by value (cloudpickle) instead.
+fresh and ``fn`` travels pickled by value (cloudpickle) instead. The process plumbing (forking,
+framed messages, reading many pipes at once, killing a process tree) is :mod:`dpcourse.processes`.
 """
 
 from __future__ import annotations
@@ -207,15 +208,13 @@ def launch(
             shutil.rmtree(rendezvous, ignore_errors=True)
 
 
-
-
 def _start_forked(fn: Callable, args: tuple, r: int, config: dict, inherited: list[int]) -> _Worker:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     res_r, res_w = os.pipe()
     dog_r, dog_w = os.pipe()
     pid = processes.fork(lambda: _worker_main(fn, args, r, config, out_w, err_w, res_w, dog_r),
-               close=(out_r, err_r, res_r, dog_w, *inherited))  # other ranks' pipes are not ours
+                         close=(out_r, err_r, res_r, dog_w, *inherited))  # other ranks' pipes are not ours
     for fd in (out_w, err_w, res_w, dog_r):
         os.close(fd)
     return _Worker(r, pid, out_r, err_r, res_r, dog_w)
@@ -235,7 +234,7 @@ def _start_spawned(fn: Callable, args: tuple, r: int, config: dict, inherited: l
     res_r, res_w = os.pipe()
     dog_r, dog_w = os.pipe()
     proc = processes.spawn(_spawned_main, res_w, dog_r, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                 stderr=subprocess.PIPE, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                           stderr=subprocess.PIPE, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     os.close(res_w)
     os.close(dog_r)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
@@ -388,6 +387,7 @@ def _kill_all(workers: list[_Worker]) -> None:
 def _send(res_fd: int, kind: bytes, body: bytes) -> None:
     processes.write_frame(res_fd, kind, body)  # kind: b"r" a result, b"e" an error
     os.close(res_fd)
+
 
 def _run(fn: Callable, args: tuple, r: int, config: dict, res_fd: int, watchdog_fd: int) -> None:
     global _DEVICE

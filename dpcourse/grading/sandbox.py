@@ -10,7 +10,7 @@ cells, receives its own input, joins the grader's process group (``relay``) and 
 outputs, the counts and what the sandbox saw as JSON (arrays as base64) to a pipe. The grader reads
 at most ``output_cap`` bytes of printed output, kills the whole session when the result is in or the
 wall-clock limit passes, and decodes the result without ``pickle``: nothing a learner's process
-sends can execute code in the grader.
+sends can execute code in the grader. Starting, reading and killing processes is :mod:`dpcourse.processes`.
 """
 
 from __future__ import annotations
