@@ -230,8 +230,10 @@ def test_spawn_start_method_runs_a_function_from_main(tmp_path):
     assert out.stdout.strip().endswith("[0, 10]")
 
 
-def test_interrupt_stops_all_workers(tmp_path):
-    script = tmp_path / "interrupted.py"
+def _sleeping_workers(tmp_path, call: str) -> tuple[subprocess.Popen, list[int]]:
+    """A script whose 2 workers print their pid and sleep, with ``call`` launching them; the running
+    script and the workers' pids."""
+    script = tmp_path / "sleepers.py"
     script.write_text(textwrap.dedent("""
         import os, time
         import dpcourse
@@ -240,11 +242,7 @@ def test_interrupt_stops_all_workers(tmp_path):
             print("pid", os.getpid(), flush=True)
             time.sleep(120)
 
-        try:
-            dpcourse.launch(sleeper, 2, timeout=100)
-        except KeyboardInterrupt:
-            print("interrupted", flush=True)
-    """))
+    """) + textwrap.dedent(call))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     pids = []
     assert proc.stdout is not None
@@ -253,6 +251,16 @@ def test_interrupt_stops_all_workers(tmp_path):
         assert line, "the script ended before its workers started"
         if " pid " in line:
             pids.append(int(line.split()[-1]))
+    return proc, pids
+
+
+def test_interrupt_stops_all_workers(tmp_path):
+    proc, pids = _sleeping_workers(tmp_path, """
+        try:
+            dpcourse.launch(sleeper, 2, timeout=100)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+    """)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=20)
     assert "interrupted" in rest
@@ -262,25 +270,7 @@ def test_interrupt_stops_all_workers(tmp_path):
 
 def test_workers_die_with_their_parent(tmp_path):
     """If the kernel itself is killed, no worker lives on."""
-    script = tmp_path / "killed.py"
-    script.write_text(textwrap.dedent("""
-        import os, time
-        import dpcourse
-
-        def sleeper():
-            print("pid", os.getpid(), flush=True)
-            time.sleep(120)
-
-        dpcourse.launch(sleeper, 2, timeout=100)
-    """))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    pids = []
-    assert proc.stdout is not None
-    while len(pids) < 2:
-        line = proc.stdout.readline()
-        assert line
-        if " pid " in line:
-            pids.append(int(line.split()[-1]))
+    proc, pids = _sleeping_workers(tmp_path, "dpcourse.launch(sleeper, 2, timeout=100)\n")
     proc.kill()
     proc.wait(10)
     deadline = time.monotonic() + 5
