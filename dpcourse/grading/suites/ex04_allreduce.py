@@ -7,8 +7,9 @@ each rank sends: a ring sends at most ``2(N-1)`` chunks of ``ceil(numel/N)`` ele
 
 from __future__ import annotations
 
+import functools
 from itertools import combinations
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -16,6 +17,8 @@ from dpcourse.grading.framework import POINT_TO_POINT, Context, Fail, Judged, Su
 from dpcourse.grading.suites._common import chunks, compare_rel, normal_inputs, reports, tolerance
 
 SUITE = Suite("04", names=("ring_all_reduce",), title="ring all-reduce",
+              reference_modules=("dpcourse.allreduce", "dpcourse.allreduce_pipelined", "dpcourse.ddp_by_hand",
+                                 "dpcourse.ddp_instrumented"),
               defaults={"per_rank": True, "allowed": POINT_TO_POINT, "allowed_what": "send/recv",
                         "inputs": normal_inputs})
 
@@ -94,15 +97,22 @@ def _per_chunk(raw: Any, params: dict, ctx: Judged):
     return [g.reshape(-1) for g in got], inputs, sum(inputs), layouts
 
 
+def _chunkwise(check: Callable[..., bool]) -> Callable[[Any, dict, Judged], bool]:
+    """A diagnosis that reads the outputs chunk by chunk: ``check(outputs, inputs, sum, layouts, dtype)``;
+    it does not apply when the outputs can't be read that way."""
+    @functools.wraps(check)
+    def diagnosis(raw: Any, params: dict, ctx: Judged) -> bool:
+        found = _per_chunk(raw, params, ctx)
+        return bool(found) and check(*found, params["dtype"])
+    return diagnosis
+
+
 @SUITE.diagnose("missing all-gather", "each rank holds the full sum in exactly one chunk: after the "
                 "reduce-scatter phase, pass the finished chunks around the ring N-1 more times (copying, not adding).")
-def _no_allgather(raw: Any, params: dict, ctx: Judged) -> bool:
-    found = _per_chunk(raw, params, ctx)
-    if not found:
-        return False
-    got, _, total, layouts = found
+@_chunkwise
+def _no_allgather(got: list, inputs: list, total: np.ndarray, layouts: list, dtype: str) -> bool:
     for real in layouts:
-        full = [[_close(g[a:b], total[a:b], params["dtype"], len(got)) for a, b in real] for g in got]
+        full = [[_close(g[a:b], total[a:b], dtype, len(got)) for a, b in real] for g in got]
         if len(real) == len(got) and all(sum(f) == 1 for f in full) and len({f.index(True) for f in full}) == len(got):
             return True
     return False
@@ -111,15 +121,12 @@ def _no_allgather(raw: Any, params: dict, ctx: Judged) -> bool:
 @SUITE.diagnose("missing reduce-scatter", "every chunk holds one rank's own values, never a sum: first add the "
                 "incoming chunk into yours for N-1 steps (reduce-scatter), then pass the sums around (all-gather); "
                 "if you have both phases, the all-gather passes chunks the reduce-scatter never added into.")
-def _no_reduce(raw: Any, params: dict, ctx: Judged) -> bool:
-    found = _per_chunk(raw, params, ctx)
-    if not found:
-        return False
-    got, inputs, total, layouts = found
+@_chunkwise
+def _no_reduce(got: list, inputs: list, total: np.ndarray, layouts: list, dtype: str) -> bool:
     for real in layouts:
-        owners = [[[k for k, x in enumerate(inputs) if _close(g[a:b], x[a:b], params["dtype"], 1)] for a, b in real]
+        owners = [[[k for k, x in enumerate(inputs) if _close(g[a:b], x[a:b], dtype, 1)] for a, b in real]
                   for g in got]
-        copied = all(o and not _close(g[a:b], total[a:b], params["dtype"], len(got))
+        copied = all(o and not _close(g[a:b], total[a:b], dtype, len(got))
                      for g, os_ in zip(got, owners) for o, (a, b) in zip(os_, real))
         moved = any(r not in o for r, os_ in enumerate(owners) for o in os_)  # something did travel
         if copied and moved:
@@ -129,12 +136,9 @@ def _no_reduce(raw: Any, params: dict, ctx: Judged) -> bool:
 
 @SUITE.diagnose("sum vs average", "every value is the sum divided by the world size: this exercise returns the "
                 "sum (averaging is for gradients, in lesson 05): drop the division.")
-def _averaged(raw: Any, params: dict, ctx: Judged) -> bool:
-    found = _per_chunk(raw, params, ctx)
-    if not found:
-        return False
-    got, _, total, _ = found
-    return all(_close(g, total / len(got), params["dtype"], len(got)) for g in got)
+@_chunkwise
+def _averaged(got: list, inputs: list, total: np.ndarray, layouts: list, dtype: str) -> bool:
+    return all(_close(g, total / len(got), dtype, len(got)) for g in got)
 
 
 @SUITE.diagnose("off-by-one chunk index", "the chunks hold sums of the right numbers in the wrong places (partial "
