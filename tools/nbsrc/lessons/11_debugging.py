@@ -272,25 +272,22 @@ assert hang_fix_diff < 1e-9 and max_diff(fixed[0], fixed[1]) == 0
 
 # %%
 def with_frozen_layer(config, layer):
-    """The model, the same on every rank, with layer `layer` frozen; and that layer's parameters."""
+    """The model, the same on every rank, with layer `layer` frozen; and a function that unfreezes it."""
     model = make_model(config)
     broadcast_parameters(model)
-    frozen = list(model[layer].parameters())
-    for p in frozen:
-        p.requires_grad_(False)
-    return model, frozen
+    model[layer].requires_grad_(False)
+    return model, lambda: model[layer].requires_grad_(True)
 
 
 def train_unfreeze(config, layer=0, unfreeze_at=3, every=1):
     x, y = make_data(config)
-    model, frozen = with_frozen_layer(config, layer)
+    model, unfreeze = with_frozen_layer(config, layer)
     averaged = [p for p in model.parameters() if p.requires_grad]   # THE BUG: built once, before the unfreeze
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
     detector = debugging.DivergenceDetector(model, every=every)     # THE TOOL
     for step, idx in rank_batches(config, len(y)):
         if step == unfreeze_at:
-            for p in frozen:
-                p.requires_grad_(True)
+            unfreeze()
         opt.zero_grad()
         nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
         average_gradients(averaged)
@@ -331,13 +328,12 @@ assert drifted[0]["divergence"].step == 3 and drifted[0]["divergence"].parameter
 # %%
 def train_unfreeze_fixed(config, layer=0, unfreeze_at=3):
     x, y = make_data(config)
-    model, frozen = with_frozen_layer(config, layer)
+    model, unfreeze = with_frozen_layer(config, layer)
     opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
     detector = debugging.DivergenceDetector(model, every=1, stop=True)  # stop at once if they split
     for step, idx in rank_batches(config, len(y)):
         if step == unfreeze_at:
-            for p in frozen:
-                p.requires_grad_(True)
+            unfreeze()
         opt.zero_grad()
         nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
         average_gradients([p for p in model.parameters() if p.requires_grad])  # every step, every layer
