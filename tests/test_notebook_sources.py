@@ -1,4 +1,5 @@
-"""Every committed notebook matches its percent-format source in tools/nbsrc, and is stored executed."""
+"""Every committed notebook matches its percent-format source in tools/nbsrc (with the library code
+it includes), and is stored executed; a solution's graded code is the library's reference itself."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from nb import MalformedSource, main, parse_percent  # noqa: E402
+from nb import BEGIN, END, MalformedSource, expand_includes, library_source, main, parse_percent, read_source  # noqa: E402
 
 SOURCES = sorted((ROOT / "tools" / "nbsrc").glob("*/*.py"))
 
@@ -21,7 +22,7 @@ def test_notebook_matches_source(source):
     assert notebook.exists(), (f"{notebook.relative_to(ROOT)} is missing: "
                                f"python tools/nb.py build {source.relative_to(ROOT)} {notebook.relative_to(ROOT)}")
     stored = nbformat.read(notebook, as_version=4)
-    expected = parse_percent(source.read_text())
+    expected = read_source(source)
     assert [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source) for c in expected.cells], (
         f"{notebook.relative_to(ROOT)} differs from its source: rebuild it with tools/nb.py build")
 
@@ -54,3 +55,49 @@ def test_a_malformed_source_fails_the_build(tmp_path):
     assert main(["build", str(broken), str(out), "--no-execute"]) == 2
     assert not out.exists(), "a malformed source must not produce a notebook"
     parse_percent(good)  # and the real source is fine
+
+
+INCLUDES = [(src, line) for src in SOURCES for line in src.read_text().splitlines()
+            if line.startswith(("# include:", "# include solution:"))]
+
+
+def _without_markers(text: str) -> str:
+    return "\n".join(line for line in text.split("\n") if line.strip() not in (BEGIN, END))
+
+
+@pytest.mark.parametrize("source, line", INCLUDES, ids=[f"{s.stem}:{line.split()[-1]}" for s, line in INCLUDES])
+def test_included_code_is_the_library_s_own(source, line):
+    """The built notebook holds the library's source, as the library has it now, in one cell."""
+    module, _, name = line.split()[-1].rpartition(".")
+    stored = nbformat.read(ROOT / source.parent.name / f"{source.stem}.ipynb", as_version=4)
+    library = library_source(module, name)
+    cells = [c for c in stored.cells if c.cell_type == "code" and library in _without_markers(c.source)]
+    assert cells, f"{source.stem}: {module}.{name} differs from the library's: rebuild it with tools/nb.py build"
+    if " solution:" in line:
+        assert BEGIN in cells[0].source and "graded" in cells[0].metadata.get("tags", [])
+
+
+def test_graded_solutions_are_the_library_references():
+    """Solutions 04 and 05 grade the library's own code: same names, same text."""
+    def graded(stem: str) -> str:
+        nb = nbformat.read(ROOT / "solutions" / f"{stem}.ipynb", as_version=4)
+        cells = [_without_markers(c.source).strip() for c in nb.cells if "graded" in c.metadata.get("tags", [])]
+        return "\n\n\n".join(cells)  # two blank lines between definitions, as in the library
+
+    assert graded("04_allreduce").strip() == library_source("dpcourse.allreduce", "ring_all_reduce")
+    ddp = [library_source("dpcourse.ddp_by_hand", name)
+           for name in ("average_gradients", "broadcast_parameters", "fill_buckets", "BucketedDDP")]
+    assert graded("05_ddp_by_hand").strip() == "\n\n\n".join(ddp)
+
+
+def test_include_marks_each_body_after_its_docstring():
+    text = expand_includes("# include solution: dpcourse.allreduce.chunk_bounds")
+    lines = text.split("\n")
+    assert lines[0].startswith("def chunk_bounds(") and lines[-1] == "    ### END SOLUTION"
+    assert lines.index("    ### BEGIN SOLUTION") == lines.index('    """') + 1  # right after the docstring
+    assert _without_markers(text) == library_source("dpcourse.allreduce", "chunk_bounds")
+    with pytest.raises(MalformedSource, match="cannot include dpcourse.allreduce.no_such_thing"):
+        expand_includes("# include: dpcourse.allreduce.no_such_thing")
+    with pytest.raises(MalformedSource, match="<source>:2: '# include: ring_all_reduce' is not an include"):
+        expand_includes("x = 1\n# include: ring_all_reduce")  # no module
+    assert expand_includes("# including prose is prose") == "# including prose is prose"

@@ -7,16 +7,32 @@ Source format: jupytext's percent format (``# %%`` starts a code cell, ``# %% [m
 markdown cell whose lines start with ``# ``, ``# %% tags=["graded"]`` adds cell tags, and a shell
 line is written ``# !cmd``). A source must be exactly what jupytext itself would write for its
 cells, so a line that lost its ``# `` fails the build with its line number instead of turning
-into code or text silently. Executing strips widget state so that committed notebooks never
-carry it, and stores outputs from a fresh kernel in the notebook's folder.
+into code or text silently.
+
+A solution shows the library's reference code instead of a copy of it. A line
+
+    # include: dpcourse.allreduce.check_input            (the function or class as it is)
+    # include solution: dpcourse.allreduce.ring_all_reduce
+
+is replaced by the object's source. With ``solution``, the body of the function (for a class:
+of each method) after its docstring goes between ``### BEGIN SOLUTION`` / ``### END SOLUTION``,
+so that ``dpcourse release`` turns it into the exercise's placeholder.
+
+Executing strips widget state so that committed notebooks never carry it, and stores outputs
+from a fresh kernel in the notebook's folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
+import inspect
 import os
+import re
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -27,6 +43,57 @@ from nbclient import NotebookClient
 
 class MalformedSource(ValueError):
     """A notebook source that is not in jupytext's percent format exactly."""
+
+
+INCLUDE = re.compile(r"^# include( solution)?: ([\w.]+)\.(\w+)$")
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+
+
+def _with_solution_markers(source: str) -> str:
+    """``source`` (one function or class) with each function body after its docstring marked."""
+    lines = source.split("\n")
+    regions = []  # (first line, last line) of each body, 0-based
+    top = ast.parse(source).body[0]
+    functions = [n for n in top.body if isinstance(n, ast.FunctionDef)] if isinstance(top, ast.ClassDef) else [top]
+    for node in functions:  # a function's own inner functions stay inside its region
+        body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+        if body:
+            regions.append((body[0].lineno - 1, node.body[-1].end_lineno - 1))
+    for first, last in sorted(regions, reverse=True):  # from the bottom, so line numbers stay valid
+        indent = lines[first][: len(lines[first]) - len(lines[first].lstrip())]
+        lines[last + 1:last + 1] = [indent + END]
+        lines[first:first] = [indent + BEGIN]
+    return "\n".join(lines)
+
+
+def library_source(module: str, name: str) -> str:
+    """The source of ``module.name`` as the library has it (decorators included, dedented)."""
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise MalformedSource(f"cannot include {module}.{name}: {exc}") from None
+    return textwrap.dedent(inspect.getsource(obj)).rstrip("\n")
+
+
+def expand_includes(text: str, where: str = "<source>") -> str:
+    """``text`` with every ``# include: module.name`` line replaced by that object's source."""
+    out = []
+    for number, line in enumerate(text.split("\n"), 1):
+        found = INCLUDE.match(line)
+        if not found:
+            if line.startswith(("# include:", "# include solution:")):
+                raise MalformedSource(f"{where}:{number}: {line!r} is not an include: write "
+                                      "'# include: module.name' or '# include solution: module.name'.")
+            out.append(line)
+            continue
+        source = library_source(found[2], found[3])
+        out.append(_with_solution_markers(source) if found[1] else source)
+    return "\n".join(out)
+
+
+def read_source(path: Path) -> nbformat.NotebookNode:
+    """The notebook a source file describes, includes expanded."""
+    return parse_percent(expand_includes(path.read_text(), where=str(path)), where=str(path))
 
 
 def parse_percent(text: str, where: str = "<source>") -> nbformat.NotebookNode:
@@ -85,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "build":
         try:
-            nb = parse_percent(args.source.read_text(), where=str(args.source))
+            nb = read_source(args.source)
         except MalformedSource as exc:
             print(exc, file=sys.stderr)
             return 2

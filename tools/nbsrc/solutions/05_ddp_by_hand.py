@@ -27,12 +27,15 @@
 # * **Shape.** `.module` is the wrapped model; `forward(*args, **kwargs)` calls it.
 # * **Construction** broadcasts every parameter **and buffer** from rank 0 (including parameters
 #   that do not require gradients), so all ranks start equal.
-# * **Buckets.** The parameters that require gradients are grouped into buckets of about
-#   `bucket_mb` megabytes, in the order their gradients become ready — for these exercises, the
-#   reverse of `module.parameters()` order. Start a new bucket when the current one already holds
-#   at least `bucket_mb` MB. `bucket_mb=None` means one bucket for everything; a tiny value (e.g.
-#   `0` or `1e-6`) means one bucket per parameter. A parameter shared by two layers is one
-#   tensor: it appears once in `module.parameters()` and is reduced once.
+# * **Buckets** (`fill_buckets`). The parameters that require gradients are grouped into buckets
+#   of about `bucket_mb` megabytes, in the order their gradients become ready — for these
+#   exercises, the reverse of `module.parameters()` order. Start a new bucket when the current one
+#   already holds at least `bucket_mb` MB (the first one closes earlier, at `first_bucket_mb`, as in
+#   PyTorch's DDP, so that the first message leaves early), or when the dtype or device changes.
+#   `bucket_mb=None` means one bucket for everything; a tiny value (e.g. `0` or `1e-6`) means one
+#   bucket per parameter. A parameter shared by two layers is one tensor: it appears once in
+#   `module.parameters()` and is reduced once. `Bucket` (given) holds a bucket's parameters, its
+#   count of gradients still pending, its flat tensor and its `Work`.
 # * **Overlap.** Register a hook on each parameter (`p.register_post_accumulate_grad_hook`). When
 #   the last gradient of a bucket arrives, start **one** asynchronous all-reduce
 #   (`async_op=True`) of that bucket's gradients flattened into one tensor. Start buckets strictly
@@ -50,8 +53,11 @@
 #   gradients just accumulate in `.grad`, and `finish_gradient_synchronization()` does nothing.
 #   The next backward outside it averages the accumulated sum as usual.
 #
-# The skeleton suggests two helpers, `_grad_ready(p)` (the hook) and `_send(i)` (start bucket `i`'s
-# all-reduce); organise the inside as you like, as long as the names and behaviour above stay.
+# The skeleton names the steps of one training step: the hook `gradient_ready(p)` counts its bucket
+# down; `bucket_ready(b)` and `start_ready_buckets()` start every complete bucket in bucket order;
+# `start_all_reduce(b)` packs and sends one; `finish_gradient_synchronization()` sends the rest,
+# waits, and `write_back_averages(b)`. Organise the inside as you like, as long as the names
+# `average_gradients`, `BucketedDDP` and the behaviour above stay (the grader calls nothing else).
 #
 # **Hints** (click to open; try each one before the next):
 #
@@ -96,8 +102,9 @@
 
 # %%
 import contextlib
-import math
 import time
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -106,113 +113,30 @@ from torch import nn
 
 import dpcourse
 from dpcourse.data import shard, synthetic_classification
-from dpcourse.models import WideMLP
+from dpcourse.models import Quirky, WideMLP
 
 torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)  # import the optimizer machinery once, before forking workers
 
-# %% tags=["graded"]
-def average_gradients(model: nn.Module) -> None:
-    """Average every gradient over all ranks: one all-reduce per parameter that requires a gradient."""
-    ### BEGIN SOLUTION
-    world = dist.get_world_size()
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-        p.grad /= world
-    ### END SOLUTION
+# %% [markdown]
+# Given: a one-line error when there is no process group, and the `Bucket` record.
+
+# %%
+# include: dpcourse.ddp_by_hand._require_group
+
+
+# include: dpcourse.ddp_by_hand.Bucket
 
 # %% tags=["graded"]
-class BucketedDDP(nn.Module):
-    """Data-parallel wrapper: gradients are all-reduced in buckets while backward runs."""
+# include solution: dpcourse.ddp_by_hand.average_gradients
 
-    def __init__(self, module: nn.Module, bucket_mb: float | None = 25.0):
-        super().__init__()
-        self.module = module
-        self.bucket_mb = bucket_mb
-        ### BEGIN SOLUTION
-        if bucket_mb is not None and bucket_mb < 0:
-            raise ValueError(f"bucket_mb must be >= 0 megabytes, or None for one bucket; got {bucket_mb!r}.")
-        with torch.no_grad():                      # everyone starts from rank 0's parameters and buffers
-            for t in list(module.parameters()) + list(module.buffers()):
-                dist.broadcast(t, src=0)
-        cap = math.inf if bucket_mb is None else bucket_mb * 2**20
-        self.buckets: list[list[nn.Parameter]] = []
-        for p in reversed([p for p in module.parameters() if p.requires_grad]):   # ready order
-            last = self.buckets[-1] if self.buckets else None
-            if last and last[0].dtype == p.dtype and sum(q.numel() * q.element_size() for q in last) < cap:
-                last.append(p)
-            else:
-                self.buckets.append([p])
-        self._bucket_of = {p: i for i, bucket in enumerate(self.buckets) for p in bucket}
-        self._sync = True
-        self._waiting = [len(b) for b in self.buckets]  # gradients each bucket still waits for
-        self._next = 0                                  # the next bucket to send
-        self._sent: list[tuple[torch.Tensor, dist.Work]] = []
-        for p in self._bucket_of:
-            p.register_post_accumulate_grad_hook(self._grad_ready)
-        ### END SOLUTION
+# %% tags=["graded"]
+# include solution: dpcourse.ddp_by_hand.broadcast_parameters
 
-    def forward(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
 
-    @contextlib.contextmanager
-    def no_sync(self):
-        """Inside: backward passes accumulate gradients locally; nothing is communicated."""
-        ### BEGIN SOLUTION
-        previous, self._sync = self._sync, False
-        try:
-            yield
-        finally:
-            self._sync = previous
-        ### END SOLUTION
+# include solution: dpcourse.ddp_by_hand.fill_buckets
 
-    def _grad_ready(self, p: nn.Parameter) -> None:
-        """The hook: ``p.grad`` is final for this backward pass."""
-        ### BEGIN SOLUTION
-        if not self._sync:
-            return
-        self._waiting[self._bucket_of[p]] -= 1
-        while self._next < len(self.buckets) and self._waiting[self._next] == 0:
-            self._send(self._next)
-        ### END SOLUTION
 
-    def _send(self, i: int) -> None:
-        """Start the asynchronous all-reduce of bucket ``i``."""
-        ### BEGIN SOLUTION
-        params = self.buckets[i]
-        grads = [p.grad.flatten() if p.grad is not None else torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
-                 for p in params]
-        flags = torch.tensor([float(p.grad is not None) for p in params], dtype=params[0].dtype, device=params[0].device)
-        flat = torch.cat(grads + [flags]) / dist.get_world_size()
-        self._sent.append((flat, dist.all_reduce(flat, async_op=True)))
-        self._next = i + 1
-        ### END SOLUTION
-
-    def finish_gradient_synchronization(self) -> None:
-        """Send what is left, wait, and write the averaged gradients back."""
-        ### BEGIN SOLUTION
-        if not self._sync:
-            return
-        while self._next < len(self.buckets):         # buckets that did not fill: some parameter was unused
-            self._send(self._next)
-        for params, (flat, work) in zip(self.buckets, self._sent):
-            work.wait()
-            offset, flags = 0, flat[-len(params):].tolist()
-            for p, had_grad in zip(params, flags):
-                averaged = flat[offset:offset + p.numel()].view_as(p)
-                offset += p.numel()
-                if had_grad == 0:                      # no rank had a gradient: keep None
-                    continue
-                if p.grad is None:
-                    p.grad = averaged.clone()
-                else:
-                    p.grad.copy_(averaged)
-        self._waiting = [len(b) for b in self.buckets]
-        self._next, self._sent = 0, []
-        ### END SOLUTION
+# include solution: dpcourse.ddp_by_hand.BucketedDDP
 
 # %% [markdown]
 # ## Check your code
@@ -227,9 +151,10 @@ check("05", average_gradients, BucketedDDP)
 # %% [markdown]
 # ## A check of our own, in the open
 #
-# A model with every awkward case: a frozen layer, a weight shared by two layers, a layer used only
-# for samples whose first feature is above 1 (so in the first step only rank 0 uses it, in the
-# second step nobody does), a layer never used, and a buffer. Every rank starts from a different
+# `dpcourse.models.Quirky` (the model the grader uses too) has every awkward case: a frozen layer,
+# a weight shared by two layers, a layer used only for samples whose first feature is above 1 (so
+# in the first step only rank 0 uses it, in the second step nobody does), a layer never used, and
+# a buffer. Every rank starts from a different
 # random initialisation; construction must broadcast rank 0's. We train three steps in float64 with
 # momentum and weight decay and compare with one process on the full batch; anything above about
 # $10^{-12}$ would be a real error, not rounding.
@@ -238,23 +163,6 @@ check("05", average_gradients, BucketedDDP)
 # inside the worker.
 
 # %%
-class Awkward(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.inp, self.frozen = nn.Linear(6, 16), nn.Linear(16, 16).requires_grad_(False)
-        self.a, self.b = nn.Linear(16, 16), nn.Linear(16, 16)
-        self.b.weight = self.a.weight
-        self.rare, self.never, self.head = nn.Linear(16, 16), nn.Linear(16, 3), nn.Linear(16, 3)
-        self.register_buffer("scale", torch.linspace(0.5, 1.5, 16))
-
-    def forward(self, x):
-        h = torch.tanh(self.frozen(torch.tanh(self.inp(x)) * self.scale))
-        h = torch.tanh(self.b(torch.tanh(self.a(h))))
-        rows = torch.nonzero(x[:, 0] > 1).flatten()
-        if len(rows):
-            h = h.index_add(0, rows, torch.tanh(self.rare(h[rows])))
-        return self.head(h)
-
 def batches(steps=3, batch=24):
     g = torch.Generator().manual_seed(1)
     xs = [torch.randn(batch, 6, generator=g, dtype=torch.float64).clamp(-0.9, 0.9) for _ in range(steps)]
@@ -281,7 +189,7 @@ def counting(names=("all_reduce", "broadcast")):
 def train(seed, algorithm, bucket_mb=None, micro=1):
     """Three steps on this rank's shard; ``micro`` > 1 accumulates micro-batches under no_sync."""
     torch.manual_seed(seed)
-    model = Awkward().double()
+    model = Quirky().double()
     model.scale *= 1 + seed
     r, w = dpcourse.rank(), dpcourse.world_size()
     with counting() as at_start:
@@ -309,7 +217,7 @@ def train(seed, algorithm, bucket_mb=None, micro=1):
 
 def single_process(algorithm, micro=1):
     torch.manual_seed(0)
-    model = Awkward().double()
+    model = Quirky().double()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1,
                           **({} if algorithm == "naive" else {"momentum": 0.9, "weight_decay": 0.01}))
     for x, y in batches():
@@ -330,7 +238,7 @@ def gap(per_rank, reference):
 # %%
 # NBVAL_CHECK_OUTPUT
 reference = single_process("naive")
-trainable = sum(p.requires_grad for p in Awkward().parameters())
+trainable = sum(p.requires_grad for p in Quirky().parameters())
 for world in (1, 2, 4):
     per_rank = dpcourse.launch(lambda: train(0, "naive"), world)
     calls = per_rank[0][2][0]["all_reduce"]
@@ -345,7 +253,7 @@ for world in (1, 2, 4):
 # %%
 # NBVAL_CHECK_OUTPUT
 reference = single_process("bucketed")
-tensors = len(list(Awkward().parameters())) + len(list(Awkward().buffers()))
+tensors = len(list(Quirky().parameters())) + len(list(Quirky().buffers()))
 for world in (1, 2, 4):
     for mb in (None, 0.001, 0.0):
         per_rank = dpcourse.launch(lambda: train(dpcourse.rank(), "bucketed", mb), world)
