@@ -14,6 +14,7 @@ and must leave nothing running when they are done. This is that plumbing, writte
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import selectors
 import signal
@@ -64,19 +65,15 @@ def die_with_parent() -> None:
         pass
 
 
-_PRELOADED: list[bool] = []
-
-
+@functools.cache
 def preload_torch() -> None:
     """Import, once and here, what DDP's constructor imports lazily (``torch._dynamo``: seconds of work).
     Children forked afterwards inherit it; otherwise every rank of every launch would import it again."""
-    if not _PRELOADED:
-        _PRELOADED.append(True)
-        try:
-            import torch._dynamo  # noqa: F401
-            import torch.distributed.tensor.parallel.ddp  # noqa: F401
-        except Exception:  # a torch build without them simply pays later, in the children
-            pass
+    try:
+        import torch._dynamo  # noqa: F401
+        import torch.distributed.tensor.parallel.ddp  # noqa: F401
+    except Exception:  # a torch build without them simply pays later, in the children
+        pass
 
 
 # --------------------------------------------------------------------------- messages
