@@ -47,7 +47,8 @@ def test_no_notebook_without_its_source_and_no_source_without_its_notebook():
         notebooks = {p.stem for p in (ROOT / folder).glob("*.ipynb")}
         sources = {p.stem for p in (ROOT / "tools" / "nbsrc" / folder).glob("*.py")}
         assert notebooks == sources, f"{folder}: {sorted(notebooks ^ sources)}"
-    assert {p.stem for p in (ROOT / "exercises").glob("*.ipynb")} == {p.stem for p in (ROOT / "solutions").glob("*.ipynb")}
+    exercises = {p.stem for p in (ROOT / "exercises").glob("*.ipynb")}
+    assert exercises == {p.stem for p in (ROOT / "solutions").glob("*.ipynb")}, "run dpcourse release"
 
 
 def _built_section() -> str:
