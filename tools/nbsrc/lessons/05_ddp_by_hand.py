@@ -27,18 +27,21 @@
 # numbers are this run's; yours will differ.
 
 # %%
+import inspect
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.distributed as dist
+from IPython.display import Code
 from torch import nn
 
 import dpcourse
 from dpcourse.data import shard, synthetic_classification
-from dpcourse.ddp_by_hand import BucketedDDP, CollectiveCounter, broadcast_parameters
-from dpcourse.models import WideMLP, count_parameters
+from dpcourse.ddp_by_hand import BucketedDDP, average_gradients, broadcast_parameters, flat_average_gradients
+from dpcourse.ddp_instrumented import CollectiveCounter, TimedBucketedDDP
+from dpcourse.models import Quirky, WideMLP, count_parameters
 from dpcourse.dilation import cluster_link
 from dpcourse.network import reset_stats, stats, transfers
 from dpcourse.plots import plot_bars, plot_wire_timeline
@@ -194,8 +197,8 @@ def measure(wrap, steps=STEPS):
     result = {"step_ms": 1e3 * np.median(times), "collectives": max(collectives),
               "timeline": {"forward": (0.0, ms(t0)), "backward": (ms(t0), ms(t1)), "step": ms(end),
                            "transfers": [(ms(a), ms(b), n) for op, a, b, n in transfers(start) if op == "allreduce"]}}
-    if hasattr(net, "timeline") and net.timeline:  # BucketedDDP's own record: when each bucket was ready
-        result["buckets"] = net.timeline[-1]
+    if isinstance(net, TimedBucketedDDP):          # its own record of the last step, per bucket
+        result["buckets"] = [{**b, **{k: ms(b[k]) for k in ("ready", "start", "end")}} for b in net.timeline[-1]]
     if r == 0:
         result["params"] = torch.cat([p.detach().flatten() for p in model.parameters()]).numpy()
     return result
@@ -219,15 +222,16 @@ record("single process", dpcourse.launch(measure, 1, no_sync_needed)[0])
 #
 # After `backward()` every rank holds the gradient of *its* shard. Sum them with all-reduce,
 # divide by the world size, and every rank holds the full-batch gradient; the optimizer then
-# takes the same step everywhere, so the copies stay equal forever. Three lines:
+# takes the same step everywhere, so the copies stay equal forever. This is
+# `dpcourse.ddp_by_hand.average_gradients` (a parameter without a gradient joins with zeros, so
+# that every rank calls the same all-reduces in the same order):
 
 # %%
-def naive_average(model):
-    for p in model.parameters():
-        dist.all_reduce(p.grad)
-        p.grad /= dist.get_world_size()
+Code(inspect.getsource(average_gradients), language="python")
 
-record("naive (per parameter)", dpcourse.launch(measure, WORLD, lambda m: (m, lambda: naive_average(m)), network=LINK)[0])
+# %%
+record("naive (per parameter)", dpcourse.launch(measure, WORLD, lambda m: (m, lambda: average_gradients(m)),
+                                                network=LINK)[0])
 
 # %% [markdown]
 # The parameters match the single-process run (within float32 rounding: the sums are added in a
@@ -238,20 +242,15 @@ record("naive (per parameter)", dpcourse.launch(measure, WORLD, lambda m: (m, la
 # ## Step 4 — one flat all-reduce
 #
 # Fewer, larger messages waste less time on per-message overhead: pack all gradients into one
-# flat tensor, all-reduce it once, and copy the averages back.
+# flat tensor, all-reduce it once, and copy the averages back (`flat_average_gradients`, beside
+# `average_gradients` in the same module):
 
 # %%
-def flat_average(model):
-    grads = [p.grad for p in model.parameters()]
-    flat = torch.cat([g.flatten() for g in grads])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+Code(inspect.getsource(flat_average_gradients), language="python")
 
-record("flat (one all-reduce)", dpcourse.launch(measure, WORLD, lambda m: (m, lambda: flat_average(m)), network=LINK)[0])
+# %%
+record("flat (one all-reduce)", dpcourse.launch(measure, WORLD, lambda m: (m, lambda: flat_average_gradients(m)),
+                                                network=LINK)[0])
 
 # %% [markdown]
 # One collective per step now. But the communication still waits for the end of backward, and the
@@ -359,12 +358,17 @@ assert ready_order == [n for n, _ in order_model.named_parameters()][::-1]
 # backward passes without communicating.
 #
 # Let us try three bucket sizes: one bucket per parameter (`bucket_mb=0`), `BUCKET_MB`, and one
-# bucket for everything (`bucket_mb=None`).
+# bucket for everything (`bucket_mb=None`). We run `TimedBucketedDDP` (from
+# `dpcourse.ddp_instrumented`): the same class with a clock hooked on from outside, which notes when
+# each bucket became ready and when its all-reduce started and ended. The algorithm is the one in
+# `dpcourse.ddp_by_hand`, whose method names tell its steps:
 
 # %%
+print([name for name in vars(BucketedDDP) if not name.startswith("__")])
+
 def bucketed(mb):
     def wrap(model):
-        ddp = BucketedDDP(model, bucket_mb=mb, record_timeline=True)
+        ddp = TimedBucketedDDP(model, bucket_mb=mb, clock=time.monotonic)  # the clock measure() uses
         return ddp, ddp.finish_gradient_synchronization
     return wrap
 
@@ -375,20 +379,28 @@ for mb in (0.0, BUCKET_MB, None):
 fig = plot_wire_timeline({f"bucket_mb={mb}": results[f"bucketed, bucket_mb={mb}"]["timeline"] for mb in (0.0, BUCKET_MB, None)},
                          title="BucketedDDP: three bucket sizes, last step")
 plt.show()
+for mb in (0.0, BUCKET_MB, None):
+    r = results[f"bucketed, bucket_mb={mb}"]
+    b0, b1 = r["timeline"]["backward"]
+    first = min(b["start"] for b in r["buckets"])
+    print(f"bucket_mb={mb}: {len(r['buckets'])} bucket(s); backward ran from {b0:.1f} to {b1:.1f} ms; "
+          f"the first bucket's all-reduce started at {first:.1f} ms, the last one's at "
+          f"{max(b['start'] for b in r['buckets']):.1f} ms (the buckets' own clock)")
 
 # %% [markdown]
-# Read the rows top to bottom. With one bucket, the all-reduce cannot start before the very last
-# gradient is ready: all communication comes after backward, like the flat version. With
-# several buckets, the first bucket leaves early in backward and the last one waits only for
-# the first layer's gradients. With one bucket per parameter, every message pays the link's
-# latency once more.
+# Read the rows top to bottom, and the lines under the plot, which `TimedBucketedDDP` measured. With
+# one bucket, the all-reduce cannot start before the very last gradient is ready, near the end of
+# backward: it can overlap only whatever backward still does after that. With several
+# buckets, the first bucket leaves while backward still runs and the last one waits only for the
+# first layer's gradients. With one bucket per parameter, every message pays the link's latency
+# once more.
 #
 # ## The best bucket size
 #
 # Small buckets start early but pay the per-message latency many times; big buckets pay it
-# rarely but start late. Somewhere between is a best size, and it depends on the link's latency
-# and bandwidth and on how fast backward produces gradients. A sweep, all sizes measured in the
-# same launch in turns (so that they see the same machine):
+# rarely but start late. Which one wins depends on the link's latency and bandwidth and on how
+# fast backward produces gradients. A sweep, all sizes measured in the same launch in turns (so
+# that they see the same machine):
 
 # %%
 SWEEP_MB = [0.0, 0.25, 1.0, 2.0, 4.0, None]
@@ -413,13 +425,14 @@ print(f"best bucket size this run: {label(best)} ({swept[best]:.1f} ms per step)
       f"worst: {label(worst)} ({swept[worst]:.1f} ms, {swept[worst] / swept[best]:.2f}x the best)")
 
 # %% [markdown]
-# The best size is the one that starts the first transfer early enough to fill the backward
-# pass with communication, without paying the latency for too many messages. On this link a
+# The best size starts the first transfer early enough to fill the backward pass with
+# communication, without paying the latency for too many messages; the sweep above says which
+# size that was in this run (on a busy machine, with some noise). On this link a
 # message's latency is printed at the top (`the link: …`); divide the gradients' transfer time by
 # it to see how many messages the link can afford. PyTorch's DDP uses 25 MB buckets (and a small
 # 1 MB first one) because real models have hundreds of megabytes of gradients: for them, 25 MB
-# is "small". Turn `CLUSTER` to a slower link (`"10GbE"`) or a faster GPU (`"H100"`) and the
-# best size moves.
+# is "small". Turn `CLUSTER` to a slower link (`"10GbE"`) or a faster GPU (`"H100"`) and see
+# where the best size goes.
 #
 # ## All variants, side by side
 #
@@ -431,8 +444,8 @@ print(f"best bucket size this run: {label(best)} ({swept[best]:.1f} ms per step)
 from torch.nn.parallel import DistributedDataParallel
 
 def side_by_side(rounds=2):
-    variants = {"naive": lambda m: (m, lambda: naive_average(m)),
-                "flat": lambda m: (m, lambda: flat_average(m)),
+    variants = {"naive": lambda m: (m, lambda: average_gradients(m)),
+                "flat": lambda m: (m, lambda: flat_average_gradients(m)),
                 "overlap per param": overlapped,
                 f"BucketedDDP {BUCKET_MB:g} MB": bucketed(BUCKET_MB),
                 "torch DDP": lambda m: (DistributedDataParallel(m, bucket_cap_mb=BUCKET_MB), lambda: None)}
@@ -459,8 +472,9 @@ print(f"fastest overlapped variant: {overlapped_best}, {abs(gain):.0%} {'less' i
 #
 # * The **baseline** here is the flat all-reduce after backward: the best you can do without
 #   overlap. Every overlapped variant starts sending while backward still runs, so it can hide up
-#   to the whole backward pass's worth of communication; the line above says how much this run
-#   gained.
+#   to the whole backward pass's worth of communication; the line above says how the fastest of
+#   them compared in this run (on a busy machine the hooks' extra work can cost more than the
+#   overlap saves).
 # * **naive** pays the link's latency once per parameter *and* waits for backward to finish: it
 #   has the costs of both worlds.
 # * **BucketedDDP** and **PyTorch's DDP** do the same thing (buckets in ready order, asynchronous
@@ -475,38 +489,24 @@ print(f"fastest overlapped variant: {overlapped_best}, {abs(gain):.0%} {'less' i
 # The real test of a data-parallel implementation: after several steps, are the parameters the
 # ones a single process gets on the full batch? We use a deliberately awkward model — a frozen
 # layer, a weight shared by two layers, a layer used only for some samples (so only on some
-# ranks), a layer never used, and a buffer — train it in float64 with momentum and weight decay,
-# and let every rank start from a different random initialisation (construction broadcasts rank 0's).
+# ranks), a layer never used, and a buffer: `dpcourse.models.Quirky`, the model the course's tests
+# and the exercise's grader use too — train it in float64 with momentum and weight decay, and let
+# every rank start from a different random initialisation (construction broadcasts rank 0's).
 # Four ranks on two cores are oversubscribed: fine for correctness, meaningless for speed.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-class Awkward(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.inp, self.frozen = nn.Linear(6, 16), nn.Linear(16, 16).requires_grad_(False)
-        self.a, self.b = nn.Linear(16, 16), nn.Linear(16, 16)
-        self.b.weight = self.a.weight                   # shared by two layers
-        self.rare, self.never, self.head = nn.Linear(16, 16), nn.Linear(16, 3), nn.Linear(16, 3)
-        self.register_buffer("scale", torch.linspace(0.5, 1.5, 16))
-
-    def forward(self, x):
-        h = torch.tanh(self.frozen(torch.tanh(self.inp(x)) * self.scale))
-        h = torch.tanh(self.b(torch.tanh(self.a(h))))
-        rows = torch.nonzero(x[:, 0] > 1).flatten()     # only some samples use `rare`
-        if len(rows):
-            h = h.index_add(0, rows, torch.tanh(self.rare(h[rows])))
-        return self.head(h)
+print(Quirky.__doc__.split("\n")[0])
 
 def awkward_batches(steps=3, batch=24):
     g = torch.Generator().manual_seed(1)
     xs = [torch.randn(batch, 6, generator=g, dtype=torch.float64).clamp(-0.9, 0.9) for _ in range(steps)]
-    xs[0][0, 0] = 2.0                                   # step 0: only rank 0 has a sample that uses `rare`
+    xs[0][0, 0] = 2.0                                   # step 0: only rank 0 has a sample that uses Quirky's `rare`
     return [(x, torch.randint(0, 3, (batch,), generator=g)) for x in xs]
 
 def train_awkward(seed, wrap=True):
     torch.manual_seed(seed)
-    model = Awkward().double()
+    model = Quirky().double()
     model.scale *= 1 + seed
     r, w = dpcourse.rank(), dpcourse.world_size()
     net = BucketedDDP(model, bucket_mb=0.001) if wrap else model
