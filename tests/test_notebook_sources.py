@@ -101,3 +101,9 @@ def test_include_marks_each_body_after_its_docstring():
     with pytest.raises(MalformedSource, match="<source>:2: '# include: ring_all_reduce' is not an include"):
         expand_includes("x = 1\n# include: ring_all_reduce")  # no module
     assert expand_includes("# including prose is prose") == "# including prose is prose"
+
+
+def test_include_leaves_one_line_bodies_given():
+    text = expand_includes("# include solution: dpcourse.ddp_by_hand.BucketedDDP")
+    assert "-> Any:\n        return self.module(*args, **kwargs)\n\n" in text  # forward only delegates: no markers
+    assert text.count("### BEGIN SOLUTION") == text.count("### END SOLUTION") > 5

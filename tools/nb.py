@@ -16,7 +16,8 @@ A solution shows the library's reference code instead of a copy of it. A line
 
 is replaced by the object's source. With ``solution``, the body of the function (for a class:
 of each method) after its docstring goes between ``### BEGIN SOLUTION`` / ``### END SOLUTION``,
-so that ``dpcourse release`` turns it into the exercise's placeholder.
+so that ``dpcourse release`` turns it into the exercise's placeholder; a body of one line (a
+method that only delegates) stays given.
 
 Executing strips widget state so that committed notebooks never carry it, and stores outputs
 from a fresh kernel in the notebook's folder.
@@ -57,7 +58,7 @@ def _with_solution_markers(source: str) -> str:
     functions = [n for n in top.body if isinstance(n, ast.FunctionDef)] if isinstance(top, ast.ClassDef) else [top]
     for node in functions:  # a function's own inner functions stay inside its region
         body = node.body[1:] if ast.get_docstring(node) is not None else node.body
-        if body:
+        if len(body) > 1 or (body and body[0].end_lineno > body[0].lineno):  # a one-liner stays given
             regions.append((body[0].lineno - 1, node.body[-1].end_lineno - 1))
     for first, last in sorted(regions, reverse=True):  # from the bottom, so line numbers stay valid
         indent = lines[first][: len(lines[first]) - len(lines[first].lstrip())]
