@@ -283,6 +283,8 @@ def _tree(roots: Collection[int], leaders: Collection[int]) -> list[int]:
     members = [pid for pid in psutil.pids() if _led_by(pid, leaders)] if leaders else []
     found: dict[int, None] = {}
     for top in [*roots, *members]:
+        if top in found:  # and so are its descendants
+            continue
         try:
             found.update(dict.fromkeys([top, *(child.pid for child in psutil.Process(top).children(recursive=True))]))
         except psutil.NoSuchProcess:  # gone already
