@@ -27,11 +27,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["average_gradients", "flat_average_gradients", "broadcast_parameters", "BucketedDDP", "Bucket"]
-
-
-def _world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+__all__ = ["average_gradients", "flat_average_gradients", "broadcast_parameters", "BucketedDDP", "Bucket",
+           "fill_buckets"]
 
 
 def _require_group(what: str) -> None:
