@@ -115,7 +115,7 @@ import dpcourse
 from dpcourse.data import shard, synthetic_classification
 from dpcourse.models import Quirky, WideMLP
 
-torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)  # import the optimizer machinery once, before forking workers
+_ = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)  # import the optimizer machinery once, before forking workers
 
 # %% [markdown]
 # Given: a one-line error when there is no process group, and the `Bucket` record.
