@@ -106,7 +106,9 @@ class _Worker:
     partial: dict = field(default_factory=lambda: {"out": b"", "err": b""})
 
 
-def _choose_backend(backend: str | None, world_size: int) -> str:
+def choose_backend(backend: str | None, world_size: int) -> str:
+    """The backend a launch of ``world_size`` ranks uses: ``backend`` checked, or NCCL when there is a GPU
+    per rank, else gloo. A one-line :class:`LaunchError` says what to change when it can't work."""
     import torch
     import torch.distributed as dist
 
@@ -176,7 +178,7 @@ def launch(
     if link is not None and backend not in (None, "gloo"):
         raise LaunchError(f"network= simulates a link over gloo on CPU; backend={backend!r} can't carry it: "
                           "drop backend= or network=.")
-    backend = _choose_backend("gloo" if link is not None else backend, world_size)
+    backend = choose_backend("gloo" if link is not None else backend, world_size)
     if link is not None:
         print(f"[network] {world_size} rank(s) on {link}", flush=True)
 

@@ -116,7 +116,7 @@ def run_benchmark(world_size: int, sizes: list[int], repeats: int = 15, backend:
     how fast a group is depends on where its processes and threads happen to run, and on a small
     shared machine that varies from one launch to the next as much as from round to round.
     """
-    from dpcourse.launch import _choose_backend, launch
+    from dpcourse.launch import choose_backend, launch
 
     if world_size < 1:
         raise ValueError(f"--world-size must be at least 1, got {world_size}.")
@@ -124,7 +124,7 @@ def run_benchmark(world_size: int, sizes: list[int], repeats: int = 15, backend:
         raise ValueError(f"--repeats must be at least 1, got {repeats}.")
     if not sizes or min(sizes) < 4:
         raise ValueError("--sizes must list sizes of at least 4 bytes, e.g. 1KB,1MB,64MB.")
-    backend = _choose_backend(backend, world_size)
+    backend = choose_backend(backend, world_size)
     launches = max(1, min(launches, repeats))
     split = [repeats // launches + (1 if i < repeats % launches else 0) for i in range(launches)]  # rounds per launch
     rows = []

@@ -27,8 +27,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["Fail", "Test", "Suite", "Context", "Judged", "get_suite", "exercise_ids", "suite_modules", "POINT_TO_POINT",
-           "refused", "Hint"]
+__all__ = ["Fail", "Test", "Suite", "Context", "Judged", "get_suite", "exercise_ids", "suite_modules",
+           "COURSE_REFERENCES", "POINT_TO_POINT", "refused", "Hint"]
 
 POINT_TO_POINT = frozenset({"send", "recv", "barrier"})
 
@@ -112,6 +112,12 @@ class Test:
         return int(self.params.get("world_size", 1)) if self.per_rank else 1
 
 
+# The course's own all-reduce and DDP, in their reference and their fast or instrumented forms: no graded
+# code may use them (every suite adds the modules of its own lesson).
+COURSE_REFERENCES = ("dpcourse.allreduce", "dpcourse.allreduce_pipelined", "dpcourse.ddp_by_hand",
+                     "dpcourse.ddp_instrumented")
+
+
 @dataclass
 class Suite:
     """The tests of one exercise and the names the learner must define.
@@ -123,7 +129,7 @@ class Suite:
     exercise: str
     names: tuple[str, ...]
     title: str = ""
-    reference_modules: tuple[str, ...] = ("dpcourse.allreduce", "dpcourse.ddp_by_hand")
+    reference_modules: tuple[str, ...] = COURSE_REFERENCES
     tests: list[Test] = field(default_factory=list)
     diagnoses: list[Hint] = field(default_factory=list)
     defaults: dict = field(default_factory=dict)  # keyword defaults of add() for this suite's tests

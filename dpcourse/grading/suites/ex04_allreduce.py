@@ -13,12 +13,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dpcourse.grading.framework import POINT_TO_POINT, Context, Fail, Judged, Suite
+from dpcourse.grading.framework import COURSE_REFERENCES, POINT_TO_POINT, Context, Fail, Judged, Suite
 from dpcourse.grading.suites._common import chunks, compare_rel, normal_inputs, reports, tolerance
 
 SUITE = Suite("04", names=("ring_all_reduce",), title="ring all-reduce",
-              reference_modules=("dpcourse.allreduce", "dpcourse.allreduce_pipelined", "dpcourse.ddp_by_hand",
-                                 "dpcourse.ddp_instrumented"),
+              reference_modules=COURSE_REFERENCES,
               defaults={"per_rank": True, "allowed": POINT_TO_POINT, "allowed_what": "send/recv",
                         "inputs": normal_inputs})
 

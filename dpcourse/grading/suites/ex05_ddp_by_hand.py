@@ -22,12 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from dpcourse.grading.framework import Context, Fail, Judged, Suite
+from dpcourse.grading.framework import COURSE_REFERENCES, Context, Fail, Judged, Suite
 from dpcourse.grading.suites._common import compare_rel, reports, tolerance
 
 SUITE = Suite("05", names=("average_gradients", "BucketedDDP"), title="DDP by hand",
-              reference_modules=("dpcourse.allreduce", "dpcourse.allreduce_pipelined", "dpcourse.ddp_by_hand",
-                                 "dpcourse.ddp_instrumented", "torch.nn.parallel"),
+              reference_modules=COURSE_REFERENCES + ("torch.nn.parallel",),
               defaults={"per_rank": True})
 
 _PER_RANK = 3  # samples per rank in every batch

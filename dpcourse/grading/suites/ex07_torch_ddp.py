@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from dpcourse.grading.framework import Context, Fail, Judged, Suite
+from dpcourse.grading.framework import COURSE_REFERENCES, Context, Fail, Judged, Suite
 from dpcourse.grading.suites._common import compare_rel, tolerance
 
 SUITE = Suite("07", names=("train_ddp",), title="DDP training",
-              reference_modules=("dpcourse.allreduce", "dpcourse.ddp_by_hand", "dpcourse.torch_ddp"),
+              reference_modules=COURSE_REFERENCES + ("dpcourse.torch_ddp",),
               defaults={"per_rank": True, "shared_scratch": True})
 RTOL = tolerance("float64", 4096)  # float64 training: summation order moves ~1e-15; a float32 step moves ~1e-8
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from dpcourse.grading.framework import Context, Fail, Suite
+from dpcourse.grading.framework import COURSE_REFERENCES, Context, Fail, Suite
 from dpcourse.grading.suites._common import compare
 
 SUITE = Suite("09", names=("ZeroOptimizer",), title="ZeRO-1 optimizer",
-              reference_modules=("dpcourse.zero", "dpcourse.allreduce", "dpcourse.ddp_by_hand",
-                                 "torch.distributed.optim", "torch.distributed.fsdp"))
+              reference_modules=COURSE_REFERENCES + ("dpcourse.zero", "torch.distributed.optim",
+                                                     "torch.distributed.fsdp"))
 
 _BATCH = 24  # global batch: divisible by 1, 2, 3 and 4 ranks
 _OPTIMIZERS = {"sgd": ("SGD", {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01}),

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from dpcourse.grading.framework import Context, Fail, Suite
+from dpcourse.grading.framework import COURSE_REFERENCES, Context, Fail, Suite
 
 SUITE = Suite("10", names=("TopKState", "topk_hook"), title="Top-k compression hook",
-              reference_modules=("dpcourse.compression", "dpcourse.allreduce", "dpcourse.ddp_by_hand",
-                                 "torch.distributed.algorithms.ddp_comm_hooks"))
+              reference_modules=COURSE_REFERENCES + ("dpcourse.compression",
+                                                     "torch.distributed.algorithms.ddp_comm_hooks"))
 
 INDEX_BYTES = 8  # the budget allows int64 indices (what topk returns); int32 halves that part
 
