@@ -664,12 +664,14 @@ def straggle_steps(steps):
     x, y = torch.randn(BATCH, 256), torch.randint(0, 10, (BATCH,))
 
     def timed(step):
-        times = []
+        """Median wall-clock ms of `step`, and the median CPU ms this thread spent in it."""
+        wall, cpu = [], []
         for i in range(steps + 2):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.thread_time()
             step()
-            times.append(time.perf_counter() - start)
-        return 1e3 * statistics.median(times[2:])
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.thread_time() - cpu_start)
+        return 1e3 * statistics.median(wall[2:]), 1e3 * statistics.median(cpu[2:])
 
     net = torch.nn.parallel.DistributedDataParallel(build_model(MODEL, seed=0))
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
@@ -687,8 +689,9 @@ def straggle_steps(steps):
         torch.nn.functional.cross_entropy(model(x), y).backward()
         plain_opt.step()
 
-    t_step = timed(ddp_step)
-    return {"step_ms": t_step, "compute_ms": timed(compute_only)}  # last: a straggler slows only what precedes a collective
+    step_ms, cpu_ms = timed(ddp_step)
+    # last: a straggler slows only what precedes a collective, and this part has none
+    return {"step_ms": step_ms, "cpu_ms": cpu_ms, "compute_ms": timed(compute_only)[0]}
 
 
 even = launch(straggle_steps, 2, STEPS, network=STRAGGLE_LINK, timeout=120)
@@ -706,6 +709,14 @@ for r in range(2):
           "against the prediction")
 print(f"rank 0's step took {slowed[0]['step_ms'] / even[0]['step_ms']:.2f}x as long as with equal ranks, and "
       f"{slowed[0]['step_ms'] / slowed[1]['step_ms']:.2f}x the straggler's own step")
+# what the straggler really stretches: all the CPU work of its DDP step, not the model's alone
+cpu_even, cpu_slowed = even[1]["cpu_ms"], slowed[1]["cpu_ms"]
+waiting = t_even - statistics.median(r["cpu_ms"] for r in even)  # the part of an even step that is not CPU work
+refined = FACTOR * cpu_slowed + waiting
+print(f"rank 1's CPU work per DDP step: {cpu_even:.1f} ms as an equal rank (the model alone: {t_compute:.1f} ms), "
+      f"{cpu_slowed:.1f} ms as the straggler")
+print(f"refined prediction: {FACTOR} x {cpu_slowed:.1f} ms of CPU work + {waiting:.1f} ms of waiting = {refined:.1f} ms "
+      f"per step; rank 0 measured {100 * (slowed[0]['step_ms'] / refined - 1):+.0f} % against it")
 
 fig, ax = plt.subplots(figsize=(6, 3.4))
 ax.bar(np.arange(2) - 0.2, [r["step_ms"] for r in even], 0.4, label="all ranks equal")
@@ -723,13 +734,19 @@ assert abs(slowed[0]["step_ms"] - slowed[1]["step_ms"]) < 0.25 * slowed[1]["step
 assert slowed[0]["step_ms"] > even[0]["step_ms"], "rank 0 should have waited for rank 1"
 
 # %% [markdown]
-# Rank 0 computed nothing slower, yet its steps grew to about the straggler's (the last line above
-# prints both ratios): it spent the difference waiting inside the all-reduce. The printed errors say
-# how well "the pace of the slowest rank" predicts the step on this run. The prediction takes its
-# compute time from separate steps in which both ranks only compute. On a machine busy with other
-# programs, the operating system's scheduler gives a process that has just slept a larger share of
-# a core, so the straggler can compute faster between its sleeps than in those steps, and then the
-# prediction overshoots. With thousands of GPUs the chance that *some* rank is slow in a
+# Rank 0 computed nothing slower, yet its steps grew to about the straggler's (the ratios above say
+# by how much): it spent the difference waiting inside the all-reduce. How well does "the pace of
+# the slowest rank" predict the step? The one-line prediction takes the model's computation from
+# separate steps in which the ranks only compute. But the slowed rank is slowed on *all* the CPU
+# work it does between two collectives: DDP's own bookkeeping (its hooks, and the copies into and
+# out of its buckets) as well as the model. And work that follows a sleep can itself take longer:
+# the caches have gone cold, and on a busy machine the scheduler may hand the core to another
+# program, or give a process that has just slept a larger share of it. The last two lines measure
+# that: rank 1's CPU time per DDP step as an equal rank and as the straggler, and a prediction
+# built from the straggler's own CPU time. The printed errors of the two predictions show how much
+# of the straggler's cost each one accounts for on this run.
+#
+# With thousands of GPUs the chance that *some* rank is slow in a
 # given step grows, and the step time is the *maximum* over ranks — large jobs monitor per-rank step
 # times and replace slow nodes for that reason.
 #
